@@ -1,0 +1,13 @@
+"""trainmedic: finds out why a neural network trains badly, explains it and proposes the fixes.
+
+    monitor = trainmedic.watch(model, optimizer)
+    ... training loop ...
+    print(monitor.report())
+"""
+
+from trainmedic._version import __version__
+from trainmedic.catalog import CATALOG
+from trainmedic.findings import Finding, Report, Severity
+from trainmedic.monitor import Monitor, watch
+
+__all__ = ["CATALOG", "Finding", "Monitor", "Report", "Severity", "__version__", "watch"]

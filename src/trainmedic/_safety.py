@@ -1,0 +1,42 @@
+"""Fail-safe execution: an internal error disables the failing piece of trainmedic with one
+warning, and never reaches the user's training code."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from typing import Any, Callable
+
+
+class Guard:
+    def __init__(self) -> None:
+        self.disabled: dict[str, str] = {}
+
+    def enabled(self, piece: str) -> bool:
+        return piece not in self.disabled
+
+    def call(self, piece: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn``; on an exception disable ``piece`` (warning once) and return None."""
+        if piece in self.disabled:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - anything raised inside trainmedic is ours
+            self.disable(piece, exc)
+            return None
+
+    def wrap(self, piece: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            return self.call(piece, fn, *args, **kwargs)
+        return guarded
+
+    def disable(self, piece: str, exc: BaseException) -> None:
+        if piece in self.disabled:
+            return
+        self.disabled[piece] = f"{type(exc).__name__}: {exc}"
+        message = (f"trainmedic: internal error in {piece} ({type(exc).__name__}: {exc}); "
+                   f"{piece} is disabled for the rest of this run, training is unaffected")
+        try:
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+        except Exception:  # noqa: BLE001 - e.g. -W error: the warning must not reach user code
+            print(message, file=sys.stderr)

@@ -1,0 +1,148 @@
+"""Gradient pathologies: non-finite, vanishing or exploding (with depth or over time), and
+gradients that were never cleared between optimizer steps."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trainmedic.detectors.base import Detector, Verdict, g, latest_rows
+from trainmedic.history import RunState
+
+
+class NonfiniteGradient(Detector):
+    id = "nonfinite_gradient"
+
+    def evaluate(self, run, reported, final):
+        hit = run.first_nonfinite_grad
+        if hit is None:
+            return None
+        step, i = hit
+        name = run.params.infos[i].name
+        return Verdict(f"The gradient of {name} was NaN/Inf at step {step}.", where=name,
+                       step=step, evidence={"first_step": step, "parameter": name})
+
+
+def _depth_profile(run: RunState, row: dict) -> tuple[list[str], np.ndarray] | None:
+    """Relative gradient |g|/|w| of each weight matrix, in forward-execution order."""
+    gm, wn = row.get("grad_median"), row.get("weight_norm")
+    if gm is None or wn is None:
+        return None
+    order = {layer: k for k, layer in enumerate(run.layer_order)}
+    mats = [i for i in run.params.infos if i.is_matrix and i.index < len(gm) and i.index < len(wn)]
+    mats.sort(key=lambda i: order.get(i.layer, len(order) + i.index))
+    prof = [(i.name, gm[i.index] / wn[i.index]) for i in mats
+            if np.isfinite(gm[i.index]) and np.isfinite(wn[i.index]) and wn[i.index] > 0]
+    if len(prof) < 4:
+        return None
+    return [p[0] for p in prof], np.array([p[1] for p in prof])
+
+
+def _depth_ratio(run: RunState) -> list[tuple[float, float, list[str], np.ndarray]]:
+    """For the latest ticks: (first/last ratio, monotone share, names, profile)."""
+    out = []
+    for row in run.ticks.rows[-2:]:
+        got = _depth_profile(run, row)
+        if got is None:
+            continue
+        nm, r = got
+        k = max(1, len(r) // 4)
+        first, last = float(np.median(r[:k])), float(np.median(r[-k:]))
+        up = float(np.mean(np.diff(np.log(np.maximum(r, 1e-30))) > 0))
+        out.append((first / max(last, 1e-30), up, nm, r))
+    return out
+
+
+class VanishingGradient(Detector):
+    """In the last two ticks: the relative gradient of the first quarter of weight matrices is
+    < 1e-3 of the last quarter's, it shrinks steadily toward the input, and the first layers'
+    update ratio is < 1e-5 (they barely learn)."""
+
+    id = "vanishing_gradient"
+
+    def evaluate(self, run, reported, final):
+        rows = _depth_ratio(run)
+        if len(rows) < 2:
+            return None
+        if not all(ratio < 1e-3 and up >= 0.7 for ratio, up, _, _ in rows):
+            return None
+        ratio, _, nm, r = rows[-1]
+        upd = run.ticks.rows[-1].get("update_ratio")
+        k = max(1, len(r) // 4)
+        first_idx = [run.params.infos[i].index for i in range(len(run.params))
+                     if run.params.infos[i].name in nm[:k]]
+        first_upd = float(np.nanmedian(np.asarray(upd)[first_idx])) if upd is not None else np.nan
+        if np.isfinite(first_upd) and first_upd > 1e-5:
+            return None
+        return Verdict(
+            f"Relative gradients shrink toward the input: {nm[0]} gets {g(r[0])} vs {g(r[-1])} "
+            f"at {nm[-1]} (ratio {g(ratio)}); the first layers change by {g(first_upd)} per step.",
+            where=nm[0],
+            evidence={"first_last_ratio": ratio, "profile": dict(zip(nm, r.tolist())),
+                      "first_layers_update_ratio": first_upd})
+
+
+class ExplodingGradient(Detector):
+    """Gradient norm grew >= 1000x from its early level with large updates or non-finite values,
+    or relative gradients grow >= 1000x steadily toward the input (last two ticks)."""
+
+    id = "exploding_gradient"
+
+    def evaluate(self, run, reported, final):
+        rows = _depth_ratio(run)
+        if len(rows) >= 2 and all(ratio > 1e3 and up <= 0.3 for ratio, up, _, _ in rows):
+            ratio, _, nm, r = rows[-1]
+            return Verdict(
+                f"Relative gradients grow toward the input: {nm[0]} gets {g(r[0])} vs {g(r[-1])} "
+                f"at {nm[-1]} (ratio {g(ratio)}).", where=nm[0],
+                evidence={"first_last_ratio": ratio, "profile": dict(zip(nm, r.tolist()))})
+        totals = []
+        for row in run.ticks.rows:
+            gm = row.get("grad_median")
+            if gm is not None and np.isfinite(gm).any():
+                totals.append((row["step"], float(np.sqrt(np.nansum(np.where(np.isfinite(gm), gm, 0) ** 2)))))
+        if len(totals) < 3:
+            return None
+        early = min(t for _, t in totals[:2])
+        step, late = max(totals, key=lambda t: t[1])
+        consequence = "nonfinite_gradient" in reported or "loss_diverging" in reported
+        if early > 0 and late / early >= 1e3 and consequence:
+            return Verdict(
+                f"The gradient norm grew from {g(early)} to {g(late)} (x{g(late / early)}) by "
+                f"step {step}.", step=int(step),
+                evidence={"early_norm": early, "peak_norm": late, "growth": late / early})
+        return None
+
+
+class GradsNotCleared(Detector):
+    """>= 80% of >= 10 optimizer steps used gradients that were never cleared since the
+    optimizer's previous step (measured by probes on the gradients' arrival)."""
+
+    id = "grads_not_cleared"
+
+    def evaluate(self, run, reported, final):
+        for k, (stale, checked) in sorted(run.stale.items()):
+            if checked >= 10 and stale >= 0.8 * checked:
+                opt = run.params.optimizers[k]
+                where = f"optimizer {k} ({type(opt).__name__})"
+                growth = _grad_growth(run, run.params.optimizer_indices(k))
+                msg = (f"{stale} of {checked} steps of {where} used gradients still holding the "
+                       f"previous steps' values: nothing cleared them between steps")
+                if growth is not None:
+                    msg += f"; the gradient norm grew x{g(growth)} over the run"
+                return Verdict(msg + ".", where=where,
+                               evidence={"stale_steps": stale, "checked_steps": checked,
+                                         "grad_norm_growth": growth})
+        return None
+
+
+def _grad_growth(run: RunState, indices: list[int]) -> float | None:
+    rows = latest_rows(run, "grad_median", 10 ** 9)
+    if len(rows) < 2:
+        return None
+
+    def total(gm):
+        v = np.asarray(gm)[[i for i in indices if i < len(gm)]]
+        return float(np.sqrt(np.nansum(np.where(np.isfinite(v), v, 0) ** 2)))
+    first, last = total(rows[0]), total(rows[-1])
+    return last / first if first > 0 else None
+

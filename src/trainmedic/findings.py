@@ -1,0 +1,154 @@
+"""Finding and Report: the one contract between detectors, checks and every renderer.
+
+The JSON form (``Report.to_dict``) is canonical; see docs/report-format.md.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainmedic.catalog import finding_type
+
+from trainmedic._version import __version__
+
+
+class Severity(str, enum.Enum):
+    """How bad a finding is; ordered info < warning < error."""
+
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+    @property
+    def rank(self) -> int:
+        return {"info": 0, "warning": 1, "error": 2}[self.value]
+
+    @classmethod
+    def parse(cls, value: "str | Severity", argument: str = "severity") -> "Severity":
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"{argument}={value!r} is not a severity; expected one of "
+                             f"'info', 'warning', 'error'") from None
+
+
+@dataclass
+class Finding:
+    """One diagnosed problem: what (id), how bad, where, when, the numbers, and what to try."""
+
+    id: str
+    severity: Severity
+    title: str
+    message: str
+    where: str | None = None
+    step: int | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+    fixes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def make(cls, finding_id: str, message: str, *, where: str | None = None,
+             step: int | None = None, evidence: dict[str, Any] | None = None,
+             severity: "str | Severity | None" = None) -> "Finding":
+        """Build a finding whose title, default severity and fixes come from the catalog."""
+        kind = finding_type(finding_id)
+        return cls(id=finding_id,
+                   severity=Severity.parse(severity or kind.severity),
+                   title=kind.title, message=message, where=where, step=step,
+                   evidence=dict(evidence or {}), fixes=list(kind.fixes))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "severity": self.severity.value, "title": self.title,
+                "message": self.message, "where": self.where, "step": self.step,
+                "evidence": _jsonable(self.evidence), "fixes": list(self.fixes)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Finding":
+        return cls(id=data["id"], severity=Severity.parse(data["severity"]), title=data["title"],
+                   message=data["message"], where=data.get("where"), step=data.get("step"),
+                   evidence=dict(data.get("evidence") or {}), fixes=list(data.get("fixes") or []))
+
+
+@dataclass
+class Report:
+    """Findings of one run plus the run's metadata (script, steps, settings)."""
+
+    findings: list[Finding] = field(default_factory=list)
+    run: dict[str, Any] = field(default_factory=dict)
+
+    def ids(self) -> list[str]:
+        return [f.id for f in self.findings]
+
+    def by_id(self, finding_id: str) -> Finding | None:
+        return next((f for f in self.findings if f.id == finding_id), None)
+
+    def at_least(self, severity: "str | Severity") -> list[Finding]:
+        """The findings whose severity is ``severity`` or worse."""
+        floor = Severity.parse(severity).rank
+        return [f for f in self.findings if f.severity.rank >= floor]
+
+    def to_dict(self) -> dict[str, Any]:
+        ordered = sorted(self.findings, key=lambda f: (-f.severity.rank, f.step or 0))
+        return {"trainmedic_version": __version__, "run": _jsonable(self.run),
+                "findings": [f.to_dict() for f in ordered]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Report":
+        return cls(findings=[Finding.from_dict(f) for f in data.get("findings", [])],
+                   run=dict(data.get("run") or {}))
+
+    def write_json(self, path: "str | os.PathLike[str]") -> str:
+        """Write the report atomically (temp file in the same folder, then rename)."""
+        return write_atomic(path, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+
+    @classmethod
+    def read_json(cls, path: "str | os.PathLike[str]") -> "Report":
+        with open(path, encoding="utf-8") as fh:
+            return cls.from_dict(json.load(fh))
+
+    def __str__(self) -> str:
+        from trainmedic.report.terminal import format_report
+        return format_report(self)
+
+
+def write_atomic(path: "str | os.PathLike[str]", text: str) -> str:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    """Convert numpy scalars/arrays and non-finite floats into strict JSON values."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return _jsonable(value.tolist())
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return float(f"{value:.6g}")
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    return str(value)

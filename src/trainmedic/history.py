@@ -1,0 +1,182 @@
+"""Host-side history of a run: one row of summaries per tick (every N steps), bounded in size.
+
+Recorders fill a ``Tick`` from their device buffers once per schedule; ``RunState`` keeps the
+bounded history the detectors read. Nothing here touches the device.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from trainmedic.params import ParamTable
+
+MAX_ROWS = 2048
+
+
+class History:
+    """Rows of named columns; past ``cap`` rows, every other old row is dropped (the first and
+    the newest rows always survive), so memory stays bounded on any run length."""
+
+    def __init__(self, cap: int = MAX_ROWS) -> None:
+        self.cap = cap
+        self.rows: list[dict[str, Any]] = []
+
+    def append(self, **row: Any) -> None:
+        self.rows.append(row)
+        if len(self.rows) > self.cap:
+            keep = self.rows[:-self.cap // 4]
+            self.rows = keep[::2] + self.rows[-self.cap // 4:]
+
+    def column(self, name: str) -> np.ndarray:
+        return np.array([r.get(name, np.nan) for r in self.rows], dtype=float)
+
+    def stacked(self, name: str, width: int) -> np.ndarray:
+        """A (rows, width) array of a vector-valued column, NaN-padded for rows that lack it."""
+        out = np.full((len(self.rows), width), np.nan)
+        for r, row in enumerate(self.rows):
+            v = row.get(name)
+            if v is not None:
+                out[r, :len(v)] = v
+        return out
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclass
+class Tick:
+    """What the host learned at one synchronisation point."""
+
+    step: int                                   # steps completed at the end of the window
+    first_step: int                             # step number of the window's first row
+    losses: np.ndarray                          # (n,) per-step loss, NaN where no loss was seen
+    loss_seen: np.ndarray                       # (n,) bool
+    grad_norms: np.ndarray                      # (n, P) per-step grad norm, -1 where no grad
+    lrs: np.ndarray                             # (n,) LR of the primary optimizer's first group
+    update_ratio: np.ndarray | None = None      # (P,) |Δw|/|w| at the sampled step, NaN unknown
+    weight_norm: np.ndarray | None = None       # (P,)
+    activations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    predictions: list[dict[str, float]] = field(default_factory=list)
+    stale: dict[int, tuple[int, int]] = field(default_factory=dict)   # opt -> (stale, checked)
+    symmetric: dict[int, bool] | None = None     # param index -> all rows identical
+    loss_inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class RunState:
+    """Everything detectors may read: the parameter table and the bounded history."""
+
+    params: ParamTable
+    step: int = 0
+    ticks: History = field(default_factory=History)
+    loss_steps: History = field(default_factory=lambda: History(cap=8192))
+    first_nonfinite_loss: int | None = None
+    first_nonfinite_grad: tuple[int, int] | None = None      # (step, param index)
+    grad_seen: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    grad_ever_nonzero: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    update_ever_nonzero: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    update_samples: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    stale: dict[int, list[int]] = field(default_factory=dict)
+    activation_sites: dict[str, dict[str, Any]] = field(default_factory=dict)
+    loss_inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    symmetric: dict[int, bool] = field(default_factory=dict)
+    layer_order: list[str] = field(default_factory=list)     # parameterised modules, forward order
+    unowned_with_grad: set[int] = field(default_factory=set)  # got a gradient, in no optimizer
+    lr_max: float = 0.0
+    n_optimizers: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def _grow(self, p: int) -> None:
+        for name in ("grad_seen", "grad_ever_nonzero", "update_ever_nonzero", "update_samples"):
+            old = getattr(self, name)
+            if len(old) < p:
+                new = np.zeros(p, dtype=old.dtype)
+                new[:len(old)] = old
+                setattr(self, name, new)
+
+    def ingest(self, t: Tick) -> None:
+        p = len(self.params)
+        self._grow(p)
+        self.step = t.step
+        steps = t.first_step + np.arange(len(t.losses))
+        seen = t.loss_seen
+        for s, v in zip(steps[seen], t.losses[seen]):
+            self.loss_steps.append(step=int(s), loss=float(v))
+        bad = seen & ~np.isfinite(t.losses)
+        if bad.any() and self.first_nonfinite_loss is None:
+            self.first_nonfinite_loss = int(steps[bad][0])
+
+        g = t.grad_norms
+        present = g != -1.0                     # -1 marks "no gradient"; NaN/Inf are present
+        gnan = present & ~np.isfinite(g)
+        finite = present & np.isfinite(g)
+        if gnan.any() and self.first_nonfinite_grad is None:
+            r, c = np.argwhere(gnan)[0]
+            self.first_nonfinite_grad = (int(steps[r]), int(c))
+        w = g.shape[1]
+        self.grad_seen[:w] |= present.any(0)
+        self.grad_ever_nonzero[:w] |= (finite & (g > 0)).any(0)
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN columns are expected
+            gmed = np.nanmedian(np.where(finite, g, np.nan), axis=0) if len(g) else np.full(w, np.nan)
+            gmax = np.nanmax(np.where(finite, g, np.nan), axis=0) if len(g) else np.full(w, np.nan)
+        if t.update_ratio is not None:
+            known = np.isfinite(t.update_ratio)
+            u = len(t.update_ratio)
+            self.update_samples[:u] += known
+            self.update_ever_nonzero[:u] |= known & (t.update_ratio > 0)
+        for k, (stale, checked) in t.stale.items():
+            acc = self.stale.setdefault(k, [0, 0])
+            acc[0] += stale
+            acc[1] += checked
+        for name, site in t.activations.items():
+            self.activation_sites.setdefault(name, {}).update(
+                {k: v for k, v in site.items() if k in ("kind", "output", "units")})
+        if t.symmetric:
+            self.symmetric.update(t.symmetric)
+        for name, entry in t.loss_inputs.items():
+            acc = self.loss_inputs.setdefault(name, {**entry, "hits": 0, "calls": 0})
+            acc["hits"] += entry["hits"]
+            acc["calls"] += entry["calls"]
+        finite_losses = t.losses[seen & np.isfinite(t.losses)]
+        finite_lrs = t.lrs[np.isfinite(t.lrs)]
+        if len(finite_lrs):
+            self.lr_max = max(self.lr_max, float(finite_lrs.max()))
+        self.ticks.append(
+            step=t.step,
+            loss_median=float(np.median(finite_losses)) if len(finite_losses) else np.nan,
+            loss_n=int(len(finite_losses)),
+            loss_swing=float(np.median(np.abs(np.diff(finite_losses)))) if len(finite_losses) > 2 else np.nan,
+            lr=float(finite_lrs[-1]) if len(finite_lrs) else np.nan,
+            grad_median=gmed, grad_max=gmax,
+            update_ratio=t.update_ratio, weight_norm=t.weight_norm,
+            activations=t.activations, predictions=t.predictions,
+        )
+
+    # -- views the detectors share ---------------------------------------------------------
+    def loss_curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, losses) of every finite recorded per-step loss."""
+        s, v = self.loss_steps.column("step"), self.loss_steps.column("loss")
+        ok = np.isfinite(v)
+        return s[ok], v[ok]
+
+    def smoothed_loss(self, window: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Medians of consecutive windows of the per-step loss (robust to batch noise)."""
+        s, v = self.loss_curve()
+        if len(v) == 0:
+            return s, v
+        w = window or max(5, min(50, len(v) // 12))
+        n = len(v) // w
+        if n == 0:
+            return s[-1:], np.array([np.median(v)])
+        cut = len(v) - n * w        # drop the oldest remainder so the newest window is full
+        vs = v[cut:].reshape(n, w)
+        ss = s[cut:].reshape(n, w)
+        return ss[:, -1], np.median(vs, axis=1)
+
+    def matrix_params(self) -> list[int]:
+        return [i.index for i in self.params.infos if i.is_matrix]

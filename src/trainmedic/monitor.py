@@ -1,0 +1,383 @@
+"""Monitor: owns the hooks, quantities and detectors of one training run.
+
+    monitor = trainmedic.watch(model, optimizer)   # or: with trainmedic.watch(...) as monitor:
+    ... the user's loop, unchanged ...
+    monitor.report()
+
+Hot path per optimizer step: one foreach norm over the gradients and a few tiny device writes;
+no host sync. Every ``every`` steps the host reads the buffers once (a *tick*), updates the
+history and runs the detectors. Activation statistics and update ratios are taken on one
+sampled step per tick.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import time
+import weakref
+from typing import Any, Callable, Iterable
+
+import torch
+
+from trainmedic import _patches
+from trainmedic._safety import Guard
+from trainmedic.detectors import default_detectors
+from trainmedic.findings import Finding, Report
+from trainmedic.history import RunState, Tick
+from trainmedic.params import ParamTable
+from trainmedic.quantities.activations import ActivationSampler
+from trainmedic.quantities.gradients import GradNormRecorder, StaleGradCounter
+from trainmedic.quantities.loss import LossRecorder
+from trainmedic.quantities.parameters import UpdateSampler, symmetric_rows
+
+SYMMETRY_CHECK_AFTER = 10     # steps of training before identical rows count as a fault
+
+
+class Monitor:
+    """Watches one training run. Build it with :func:`watch` (or the zero-code runner)."""
+
+    def __init__(self, models: Iterable[torch.nn.Module] = (),
+                 optimizers: Iterable[torch.optim.Optimizer] = (), *, every: int = 25,
+                 run_dir: "str | os.PathLike[str] | None" = None, name: str | None = None,
+                 on_finding: Callable[[Finding], None] | None = None, discover: bool = False) -> None:
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise ValueError(f"every={every!r} is not a valid schedule; expected an int >= 1 "
+                             f"(steps between host reads)")
+        self.every = every
+        self.name = name or "watch"
+        self.run_dir = os.fspath(run_dir) if run_dir is not None else None
+        self.on_finding = on_finding if on_finding is not None else _print_finding
+        self.discover = discover
+        self.guard = Guard()
+        self.table = ParamTable()
+        self.run = RunState(self.table)
+        self.detectors = default_detectors()
+        self.findings: dict[str, Finding] = {}
+        self.models: list[torch.nn.Module] = []
+        self.grads = GradNormRecorder(self.table, every)
+        self.loss = LossRecorder(every)
+        self.stale = StaleGradCounter()
+        self.updates = UpdateSampler()
+        self.sampler = ActivationSampler(self.guard)
+        self.slot = 0
+        self.step = 0
+        self.primary: int | None = None
+        self._pending_manual_step = False
+        self._model_hooks: dict[int, list] = {}
+        self._opt_hooks: list = []
+        self._global_hooks: list = []
+        self._started = time.time()
+        self._status = "running"
+        self._closed = False
+        self._written: str | None = None
+        self._ticks = 0
+        self.extra_run_info: dict[str, Any] = {}
+        self._lrs: list[Any] = [float("nan")] * every
+        self._opt_params: dict[int, tuple[int, list[torch.Tensor], list[int]]] = {}
+        self.active = True
+        _patches.activate(self)
+        for m in models:
+            self.add_model(m)
+        for opt in optimizers:
+            self.add_optimizer(opt, hook=True)
+        if discover:
+            from torch.nn.modules.module import register_module_forward_pre_hook
+            from torch.optim.optimizer import (register_optimizer_step_post_hook,
+                                               register_optimizer_step_pre_hook)
+            self._global_hooks = [
+                register_module_forward_pre_hook(self._on_any_forward),
+                register_optimizer_step_pre_hook(self._on_pre_step),
+                register_optimizer_step_post_hook(self._on_post_step)]
+        ref = weakref.ref(self)
+        self._atexit = lambda: (m := ref()) is not None and m._finish_at_exit()
+        atexit.register(self._atexit)
+
+    # -- registration ---------------------------------------------------------------------------
+    def add_model(self, model: torch.nn.Module) -> None:
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model={model!r} is not a torch.nn.Module")
+        if any(model is m for m in self.models):
+            return
+        for m in list(self.models):       # a model seen earlier may be part of this one
+            if any(model_part is m for model_part in model.modules()):
+                self._drop_model(m)
+        self.models.append(model)
+        prefix = f"{type(model).__name__}." if len(self.models) > 1 else ""
+        self.table.add_model(model, prefix)
+        self.sampler.name_modules(model, prefix)
+        if hasattr(model, "_orig_mod") or hasattr(model, "_torchdynamo_orig_callable"):
+            self._note("monitoring_limited",
+                       f"{type(model).__name__} is compiled with torch.compile: activation "
+                       f"statistics are not collected for it yet (gradients, updates and the "
+                       f"loss are).")
+            self._model_hooks[id(model)] = []
+            return
+        self._model_hooks[id(model)] = [
+            model.register_forward_pre_hook(self.guard.wrap("activation sampling", self._on_root_pre)),
+            model.register_forward_hook(self.guard.wrap("activation sampling", self._on_root_post),
+                                        always_call=True)]
+
+    def _drop_model(self, model: torch.nn.Module) -> None:
+        self.models = [m for m in self.models if m is not model]
+        for h in self._model_hooks.pop(id(model), []):
+            h.remove()
+
+    def add_optimizer(self, opt: torch.optim.Optimizer, hook: bool = False) -> int:
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise TypeError(f"optimizer={opt!r} is not a torch.optim.Optimizer")
+        known = len(self.table.optimizers)
+        k = self.table.add_optimizer(opt)
+        if k == known:
+            self.run.n_optimizers = len(self.table.optimizers)
+            self.stale.attach(k, [p for grp in opt.param_groups for p in grp["params"]], self.guard)
+            self.updates.due.add(k)
+            if self.primary is None:
+                self.primary = k
+            if hook:
+                self._opt_hooks += [opt.register_step_pre_hook(self._on_pre_step),
+                                    opt.register_step_post_hook(self._on_post_step)]
+        return k
+
+    # -- events (all guarded: nothing raised here may reach the user's code) ---------------------
+    def _on_any_forward(self, module: torch.nn.Module, _args: Any) -> None:
+        if self.active:
+            self.guard.call("model discovery", self._discover, module)
+
+    def _discover(self, module: torch.nn.Module) -> None:
+        if id(module) in self.sampler.names:
+            return
+        if any(p.requires_grad for p in module.parameters()):
+            self.add_model(module)
+
+    def _on_root_pre(self, module: torch.nn.Module, _args: Any) -> None:
+        if self.sampler.recording:
+            self.sampler.end()
+        if (self.active and self.sampler.due and module.training and torch.is_grad_enabled()
+                and not torch.compiler.is_compiling()):
+            self.sampler.begin(module)
+
+    def _on_root_post(self, module: torch.nn.Module, _args: Any, output: Any) -> None:
+        if self.sampler.in_forward:
+            self.sampler.forward_done(output)
+
+    def _on_scaled_loss(self, scaled: torch.Tensor, scaler: Any) -> None:
+        if self.active:
+            self.guard.call("loss", self.loss.note_scaled, scaled, scaler)
+
+    def _on_backward_start(self, loss: torch.Tensor) -> None:
+        if not self.active:
+            return
+        if self.sampler.recording:
+            self.guard.call("activation sampling", self.sampler.end)
+        if self._pending_manual_step and not self.table.optimizers:
+            self.guard.call("step clock", self._advance)
+        self.guard.call("loss", self.loss.on_backward, loss)
+
+    def _on_backward_end(self, loss: torch.Tensor) -> None:
+        if self.active and not self.table.optimizers:
+            # No optimizer (manual updates): a step is one backward; measure grads right away.
+            self.guard.call("gradients", self.grads.record, self.table.params,
+                            list(range(len(self.table))), self.slot)
+            self._pending_manual_step = True
+
+    def _on_pre_step(self, opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+        if self.active:
+            self.guard.call("optimizer hooks", self._pre_step, opt)
+
+    def _pre_step(self, opt: torch.optim.Optimizer) -> None:
+        k = self.add_optimizer(opt)
+        self._pending_manual_step = False
+        if self.sampler.recording:
+            self.sampler.end()
+        params, indices = self._params_of(k, opt)
+        self.guard.call("stale-gradient probe", self.stale.before_step, k)
+        self.guard.call("gradients", self.grads.record, params, indices, self.slot)
+        self.guard.call("update ratios", self.updates.before_step, k, indices, params)
+
+    def _params_of(self, k: int, opt: torch.optim.Optimizer) -> tuple[list[torch.Tensor], list[int]]:
+        """Optimizer ``k``'s parameters and table indices, cached until its groups change."""
+        cached = self._opt_params.get(k)
+        if cached is None or cached[0] != len(opt.param_groups):
+            self.table.sync_optimizer(k)
+            params = [p for grp in opt.param_groups for p in grp["params"]]
+            cached = self._opt_params[k] = (len(opt.param_groups), params,
+                                            [self.table.index_of(p) for p in params])
+        return cached[1], cached[2]
+
+    def _on_post_step(self, opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+        if self.active:
+            self.guard.call("optimizer hooks", self._post_step, opt)
+
+    def _post_step(self, opt: torch.optim.Optimizer) -> None:
+        k = self.add_optimizer(opt)
+        self.guard.call("update ratios", self.updates.after_step, k)
+        self.stale.after_step(k)
+        if k == self.primary:
+            self._lrs[self.slot] = opt.param_groups[0]["lr"]
+            self._advance()
+
+    def _advance(self) -> None:
+        """Close the current step: commit its loss, move to the next slot, tick when full."""
+        self._pending_manual_step = False
+        self.loss.commit(self.slot)
+        self.slot += 1
+        self.step += 1
+        if self.slot == self.every:
+            self._tick()
+
+    # -- the schedule ---------------------------------------------------------------------------
+    def _tick(self, final: bool = False) -> None:
+        rows, first = self.slot, self.step - self.slot
+        self.slot = 0
+        self.guard.call("statistics", self._collect, rows, first)
+        self._ticks += 1
+        self.sampler.due = True
+        self.updates.due |= set(range(len(self.table.optimizers)))
+        self._run_detectors(final)
+
+    def _collect(self, rows: int, first: int) -> None:
+        losses, seen = self.loss.take(rows)
+        grads = self.grads.take(rows)
+        lrs, self._lrs = self._lrs[:rows], [float("nan")] * self.every
+        ratio, norm = self.updates.take(len(self.table))
+        acts, preds, issues = self.sampler.take()
+        tick = Tick(step=self.step, first_step=first, losses=losses, loss_seen=seen,
+                    grad_norms=grads, lrs=_floats(lrs), update_ratio=ratio, weight_norm=norm,
+                    activations=acts, predictions=preds, stale=self.stale.take(),
+                    loss_inputs=issues)
+        if self.step >= SYMMETRY_CHECK_AFTER and not self.run.symmetric:
+            mats = [i for i in self.table.infos if i.is_matrix and i.shape[0] > 1]
+            flags = symmetric_rows([self.table.params[i.index] for i in mats])
+            tick.symmetric = {i.index: f for i, f in zip(mats, flags)}
+        owned = self.table.owned()
+        if self.table.optimizers:
+            self.run.unowned_with_grad |= {
+                i for i, p in enumerate(self.table.params) if i not in owned and p.grad is not None}
+        self.run.layer_order = list(self.sampler.layer_order)
+        self.run.ingest(tick)
+
+    def _run_detectors(self, final: bool) -> None:
+        reported = set(self.findings)
+        for det in self.detectors:
+            verdict = self.guard.call(f"detector {det.id}", det.evaluate, self.run, reported, final)
+            if verdict is None:
+                continue
+            known = self.findings.get(det.id)
+            if known is None:
+                f = Finding.make(det.id, verdict.message, where=verdict.where,
+                                 step=verdict.step if verdict.step is not None else self.step,
+                                 evidence=verdict.evidence, severity=verdict.severity)
+                self.findings[det.id] = f
+                reported.add(det.id)
+                self.guard.call("printing findings", self.on_finding, f)
+            else:
+                known.message, known.evidence = verdict.message, dict(verdict.evidence)
+                if verdict.where is not None:
+                    known.where = verdict.where
+
+    def _note(self, finding_id: str, message: str) -> None:
+        if finding_id not in self.findings:
+            f = Finding.make(finding_id, message, step=self.step)
+            self.findings[finding_id] = f
+            self.guard.call("printing findings", self.on_finding, f)
+
+    # -- results ----------------------------------------------------------------------------------
+    def close(self, status: str = "completed") -> None:
+        """Flush the last partial window, run the detectors a final time, remove every hook."""
+        if self._closed:
+            return
+        self._closed = True
+        self._status = status
+        if self.sampler.recording:
+            self.guard.call("activation sampling", self.sampler.end)
+        if self._pending_manual_step:
+            self.guard.call("step clock", self._advance)
+        if self.slot or self._ticks == 0:
+            self._tick(final=True)
+        else:
+            self._run_detectors(final=True)
+        self.active = False
+        for h in self._opt_hooks + self._global_hooks + [h for hs in self._model_hooks.values() for h in hs]:
+            h.remove()
+        self._opt_hooks, self._global_hooks, self._model_hooks = [], [], {}
+        self.stale.remove()
+        _patches.deactivate(self)
+        atexit.unregister(self._atexit)
+
+    def report(self, path: "str | os.PathLike[str] | None" = None, *, close: bool = True) -> Report:
+        """The findings so far as a Report, also written as JSON to ``path`` (default:
+        ``<run_dir>/report.json``). Closes the monitor unless ``close=False``."""
+        if close:
+            self.close(self._status if self._status != "running" else "completed")
+        rep = Report(findings=list(self.findings.values()), run=self._run_info())
+        target = os.fspath(path) if path is not None else os.path.join(self._run_dir(), "report.json")
+        self._written = rep.write_json(target)
+        return rep
+
+    @property
+    def report_path(self) -> str | None:
+        return self._written
+
+    def _run_dir(self) -> str:
+        if self.run_dir is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self._started))
+            self.run_dir = os.path.join("trainmedic-runs", f"{stamp}-{self.name}")
+        return self.run_dir
+
+    def _run_info(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self._status,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self._started)),
+                "duration_s": round(time.time() - self._started, 3), "steps": self.step,
+                "every": self.every, "torch": torch.__version__,
+                "models": [type(m).__name__ for m in self.models],
+                "optimizers": [type(o).__name__ for o in self.table.optimizers],
+                "parameters": int(sum(p.numel() for p in self.table.params)),
+                "disabled": dict(self.guard.disabled), "argv": list(sys.argv),
+                **self.extra_run_info}
+
+    def _finish_at_exit(self) -> None:
+        """Interpreter exit without report(): an exception or Ctrl-C ended the script."""
+        try:
+            if self._written is None:
+                crashed = getattr(sys, "last_type", None)
+                self.close("completed" if crashed is None else "interrupted"
+                           if issubclass(crashed, KeyboardInterrupt) else "crashed")
+                self.report()
+        except Exception as exc:  # noqa: BLE001
+            print(f"trainmedic: could not write the report at exit: {exc}", file=sys.stderr)
+
+    def __enter__(self) -> "Monitor":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        status = "completed" if exc_type is None else (
+            "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "crashed")
+        self.close(status)
+        self.report()
+
+
+def watch(model: "torch.nn.Module | Iterable[torch.nn.Module] | None" = None,
+          optimizer: "torch.optim.Optimizer | Iterable[torch.optim.Optimizer] | None" = None, *,
+          every: int = 25, run_dir: "str | os.PathLike[str] | None" = None,
+          name: str | None = None, on_finding: Callable[[Finding], None] | None = None) -> Monitor:
+    """Start watching ``model`` trained by ``optimizer`` (each may be one object or a list).
+
+    ``every``: steps between host reads (the detectors' schedule). ``run_dir``: where the report
+    is written (default ``./trainmedic-runs/<timestamp>-<name>``). ``on_finding``: called once
+    per new finding (default: print it to stderr)."""
+    models = [] if model is None else [model] if isinstance(model, torch.nn.Module) else list(model)
+    opts = [] if optimizer is None else (
+        [optimizer] if isinstance(optimizer, torch.optim.Optimizer) else list(optimizer))
+    return Monitor(models, opts, every=every, run_dir=run_dir, name=name, on_finding=on_finding)
+
+
+def _floats(values: list[Any]):
+    import numpy as np
+    return np.array([float(v) for v in values], dtype=float)
+
+
+def _print_finding(f: Finding) -> None:
+    from trainmedic.report.terminal import format_finding
+    print(format_finding(f), file=sys.stderr, flush=True)

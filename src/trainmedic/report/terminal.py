@@ -1,0 +1,35 @@
+"""Plain-text rendering of findings: short enough to read mid-training, with the numbers and
+the first things to try. No control sequences, so it is safe in CI logs."""
+
+from __future__ import annotations
+
+import textwrap
+
+from trainmedic.findings import Finding, Report
+
+_MARK = {"error": "ERROR", "warning": "WARNING", "info": "INFO"}
+
+
+def format_finding(f: Finding, fixes: int = 2, width: int = 100) -> str:
+    where = f" [{f.where}]" if f.where else ""
+    step = f" at step {f.step}" if f.step is not None else ""
+    head = f"trainmedic {_MARK[f.severity.value]} {f.id}{step}{where}: {f.title}"
+    body = textwrap.fill(f.message, width=width, initial_indent="  ", subsequent_indent="  ")
+    tries = [textwrap.fill(fix, width=width, initial_indent="  try: ", subsequent_indent="       ")
+             for fix in f.fixes[:fixes]]
+    return "\n".join([head, body, *tries])
+
+
+def format_report(report: Report, width: int = 100) -> str:
+    run = report.run
+    lines = [f"trainmedic summary: {run.get('name', 'run')} — {run.get('steps', 0)} steps, "
+             f"{len(report.findings)} finding(s), status {run.get('status', '?')}"]
+    if not report.findings:
+        lines.append("  no problems found")
+    ordered = sorted(report.findings, key=lambda f: (-f.severity.rank, f.step or 0))
+    for f in ordered:
+        step = f"step {f.step}" if f.step is not None else ""
+        lines.append(f"  {_MARK[f.severity.value]:<7} {f.id:<26} {step:<10} {f.title}")
+    if run.get("disabled"):
+        lines.append("  trainmedic disabled after internal errors: " + ", ".join(run["disabled"]))
+    return "\n".join(lines)

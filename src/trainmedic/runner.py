@@ -1,0 +1,131 @@
+"""Zero-code runner: ``trainmedic run script.py args...`` runs an unmodified training script the
+way ``python script.py args...`` would (``sys.argv``, ``__main__``, ``sys.path[0]``, its exit
+code), with a discovering Monitor installed for its whole life.
+
+Findings are printed to stderr as they appear, but only when neither stdout nor stderr is in the
+middle of a line, so they never split the script's own output.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+import traceback
+from typing import IO, Any
+
+from trainmedic.findings import Finding, Severity
+from trainmedic.monitor import Monitor
+from trainmedic.report.terminal import format_finding
+
+FAIL_ON_EXIT_CODE = 3
+
+
+class _LineTracked:
+    """A pass-through text stream that remembers whether its last write ended a line."""
+
+    def __init__(self, stream: IO[str], printer: "_FindingPrinter") -> None:
+        self._stream = stream
+        self._printer = printer
+        self.at_line_start = True
+
+    def write(self, text: str) -> int:
+        n = self._stream.write(text)
+        if text:
+            self.at_line_start = text.endswith("\n")
+            if self.at_line_start:
+                self._printer.flush()
+        return n
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _FindingPrinter:
+    """Prints findings to the real stderr at line boundaries of both output streams."""
+
+    def __init__(self, out: IO[str], err: IO[str]) -> None:
+        self.err = err
+        self.pending: list[str] = []
+        self.streams = (_LineTracked(out, self), _LineTracked(err, self))
+
+    def __call__(self, finding: Finding) -> None:
+        self.pending.append(format_finding(finding))
+        self.flush()
+
+    def flush(self, force: bool = False) -> None:
+        if not self.pending or not (force or all(s.at_line_start for s in self.streams)):
+            return
+        out = self.streams[0]
+        out.flush()
+        prefix = "" if all(s.at_line_start for s in self.streams) else "\n"
+        text, self.pending = prefix + "\n".join(self.pending) + "\n", []
+        self.err.write(text)
+        self.err.flush()
+
+
+def run_script(script: str, args: list[str] | tuple[str, ...] = (), *, json_path: str | None = None,
+               fail_on: str | None = None, every: int = 25, run_dir: str | None = None) -> int:
+    """Run ``script`` under a Monitor; returns the exit code ``python script`` would have had
+    (or FAIL_ON_EXIT_CODE when ``fail_on`` is set and a finding reaches that severity)."""
+    if not os.path.isfile(script):
+        raise FileNotFoundError(f"script={script!r} does not exist or is not a file")
+    if fail_on is not None:
+        Severity.parse(fail_on, "fail_on")
+    real_out, real_err = sys.stdout, sys.stderr
+    printer = _FindingPrinter(real_out, real_err)
+    name = os.path.splitext(os.path.basename(script))[0]
+    monitor = Monitor(every=every, run_dir=run_dir, name=name, on_finding=printer, discover=True)
+    saved_argv, saved_path0 = sys.argv, sys.path[0] if sys.path else None
+    sys.argv = [script, *args]
+    script_dir = os.path.dirname(os.path.abspath(script))
+    if sys.path:
+        sys.path[0] = script_dir
+    else:
+        sys.path.append(script_dir)
+    sys.stdout, sys.stderr = printer.streams
+    status, code = "completed", 0
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as exc:
+        code = _exit_code(exc.code)
+    except KeyboardInterrupt:
+        status, code = "interrupted", 130
+        _print_user_traceback(script)
+    except BaseException:  # noqa: BLE001 - the script's own crash, reported like python would
+        status, code = "crashed", 1
+        _print_user_traceback(script)
+    finally:
+        sys.stdout, sys.stderr = real_out, real_err
+        sys.argv = saved_argv
+        if saved_path0 is not None:
+            sys.path[0] = saved_path0
+        monitor.close(status)
+        printer.flush(force=True)
+        monitor.extra_run_info.update({"script": script, "args": list(args), "exit_code": code})
+        report = monitor.report(json_path)
+        real_out.flush()
+        print(report, file=real_err)
+        print(f"trainmedic: report written to {monitor.report_path}", file=real_err, flush=True)
+    if fail_on is not None and report.at_least(fail_on) and code == 0:
+        return FAIL_ON_EXIT_CODE
+    return code
+
+
+def _exit_code(code: Any) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _print_user_traceback(script: str) -> None:
+    """Print the traceback as python would, without the runner's own frames."""
+    etype, exc, tb = sys.exc_info()
+    target = os.path.abspath(script)
+    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) != target:
+        tb = tb.tb_next
+    traceback.print_exception(etype, exc, tb if tb is not None else exc.__traceback__)
+
