@@ -58,10 +58,12 @@ class Tick:
     grad_norms: np.ndarray                      # (n, P) per-step grad norm, -1 where no grad
     lrs: np.ndarray                             # (n,) LR of the primary optimizer's first group
     update_ratio: np.ndarray | None = None      # (P,) |Δw|/|w| at the sampled step, NaN unknown
-    weight_norm: np.ndarray | None = None       # (P,)
+    weight_norm: np.ndarray | None = None       # (P,) before the sampled step
+    sample_grad: np.ndarray | None = None       # (P,) gradient norm at the sampled step
     activations: dict[str, dict[str, Any]] = field(default_factory=dict)
     predictions: list[dict[str, float]] = field(default_factory=list)
     stale: dict[int, tuple[int, int]] = field(default_factory=dict)   # opt -> (stale, checked)
+    empty_steps: dict[int, tuple[int, int]] = field(default_factory=dict)  # opt -> (no-grad, steps)
     symmetric: dict[int, bool] | None = None     # param index -> all rows identical
     loss_inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -81,6 +83,7 @@ class RunState:
     update_ever_nonzero: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     update_samples: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
     stale: dict[int, list[int]] = field(default_factory=dict)
+    empty_steps: dict[int, list[int]] = field(default_factory=dict)
     activation_sites: dict[str, dict[str, Any]] = field(default_factory=dict)
     loss_inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     symmetric: dict[int, bool] = field(default_factory=dict)
@@ -129,10 +132,11 @@ class RunState:
             u = len(t.update_ratio)
             self.update_samples[:u] += known
             self.update_ever_nonzero[:u] |= known & (t.update_ratio > 0)
-        for k, (stale, checked) in t.stale.items():
-            acc = self.stale.setdefault(k, [0, 0])
-            acc[0] += stale
-            acc[1] += checked
+        for src, dst in ((t.stale, self.stale), (t.empty_steps, self.empty_steps)):
+            for k, (hits, total) in src.items():
+                acc = dst.setdefault(k, [0, 0])
+                acc[0] += hits
+                acc[1] += total
         for name, site in t.activations.items():
             self.activation_sites.setdefault(name, {}).update(
                 {k: v for k, v in site.items() if k in ("kind", "output", "units")})
@@ -153,7 +157,7 @@ class RunState:
             loss_swing=float(np.median(np.abs(np.diff(finite_losses)))) if len(finite_losses) > 2 else np.nan,
             lr=float(finite_lrs[-1]) if len(finite_lrs) else np.nan,
             grad_median=gmed, grad_max=gmax,
-            update_ratio=t.update_ratio, weight_norm=t.weight_norm,
+            update_ratio=t.update_ratio, weight_norm=t.weight_norm, sample_grad=t.sample_grad,
             activations=t.activations, predictions=t.predictions,
         )
 
@@ -163,6 +167,15 @@ class RunState:
         s, v = self.loss_steps.column("step"), self.loss_steps.column("loss")
         ok = np.isfinite(v)
         return s[ok], v[ok]
+
+    def initial_loss(self) -> float:
+        """The loss at initialisation: the median of the first three steps, or the very first
+        step when they already differ by more than 2x (a blow-up in the first steps)."""
+        _, v = self.loss_curve()
+        if not len(v):
+            return float("nan")
+        first = np.abs(v[:3])
+        return float(np.median(v[:3])) if first.max() <= 2 * first.min() else float(v[0])
 
     def smoothed_loss(self, window: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Medians of consecutive windows of the per-step loss (robust to batch noise)."""

@@ -75,6 +75,7 @@ class Monitor:
         self._ticks = 0
         self.extra_run_info: dict[str, Any] = {}
         self._lrs: list[Any] = [float("nan")] * every
+        self._empty_steps: dict[int, list[int]] = {}
         self._opt_params: dict[int, tuple[int, list[torch.Tensor], list[int]]] = {}
         self.active = True
         _patches.activate(self)
@@ -193,7 +194,10 @@ class Monitor:
             self.sampler.end()
         params, indices = self._params_of(k, opt)
         self.guard.call("stale-gradient probe", self.stale.before_step, k)
-        self.guard.call("gradients", self.grads.record, params, indices, self.slot)
+        had = self.guard.call("gradients", self.grads.record, params, indices, self.slot)
+        counts = self._empty_steps.setdefault(k, [0, 0])
+        counts[0] += had is False
+        counts[1] += 1
         self.guard.call("update ratios", self.updates.before_step, k, indices, params)
 
     def _params_of(self, k: int, opt: torch.optim.Optimizer) -> tuple[list[torch.Tensor], list[int]]:
@@ -241,12 +245,14 @@ class Monitor:
         losses, seen = self.loss.take(rows)
         grads = self.grads.take(rows)
         lrs, self._lrs = self._lrs[:rows], [float("nan")] * self.every
-        ratio, norm = self.updates.take(len(self.table))
+        ratio, norm, gnorm = self.updates.take(len(self.table)) or (None, None, None)
         acts, preds, issues = self.sampler.take()
         tick = Tick(step=self.step, first_step=first, losses=losses, loss_seen=seen,
                     grad_norms=grads, lrs=_floats(lrs), update_ratio=ratio, weight_norm=norm,
+                    sample_grad=gnorm,
                     activations=acts, predictions=preds, stale=self.stale.take(),
-                    loss_inputs=issues)
+                    loss_inputs=issues, empty_steps={k: tuple(v) for k, v in self._empty_steps.items()})
+        self._empty_steps = {}
         if self.step >= SYMMETRY_CHECK_AFTER and not self.run.symmetric:
             mats = [i for i in self.table.infos if i.is_matrix and i.shape[0] > 1]
             flags = symmetric_rows([self.table.params[i.index] for i in mats])

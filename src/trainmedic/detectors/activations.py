@@ -71,7 +71,8 @@ class ConstantPredictions(Detector):
         last = preds[-3:]
         identical = all(p["spread"] <= 1e-6 * max(p["scale"], 1e-12) for p in last)
         s, m = run.smoothed_loss()
-        stuck = len(m) >= 3 and abs(m[0]) > 0 and (m[0] - np.min(m)) < 0.1 * abs(m[0])
+        start = run.initial_loss()
+        stuck = len(m) >= 3 and abs(start) > 0 and (start - np.min(m)) < 0.1 * abs(start)
         one_class = all(p.get("top_share", 0) >= 1.0 and p["batch"] >= 16 for p in last)
         if identical:
             return Verdict(f"The model's output is identical for all {int(last[-1]['batch'])} "
@@ -91,7 +92,9 @@ class LossInputMismatch(Detector):
 
     def evaluate(self, run, reported, final):
         for name, entry in run.loss_inputs.items():
-            if entry["calls"] >= 2 and entry["hits"] >= 0.5 * entry["calls"]:
+            # Small logits can sit in [0, 1] early on; sigmoid outputs stay there for good.
+            calls = 4 if name == "binary_cross_entropy_with_logits" else 2
+            if entry["calls"] >= calls and entry["hits"] >= 0.9 * entry["calls"]:
                 return Verdict(f"{entry['message'][0].upper()}{entry['message'][1:]} "
                                f"(in {entry['hits']} of {entry['calls']} sampled calls).",
                                where=name, evidence={"loss": name, "input_shape": entry["shape"],

@@ -50,16 +50,17 @@ def latest_rows(run: RunState, column: str, count: int) -> list[Any]:
     return out[-count:]
 
 
-def matrix_update_medians(run: RunState) -> np.ndarray:
-    """Per tick: the median update/weight ratio over weight matrices (NaN when not sampled)."""
+def matrix_update_medians(run: RunState, rows: list[dict] | None = None) -> np.ndarray:
+    """Per tick (of ``rows``, default all) with an update sample: the median update/weight
+    ratio over weight matrices (non-finite ratios left out: they come from the gradients)."""
     cols = run.matrix_params()
     meds = []
-    for r in run.ticks.rows:
+    for r in (run.ticks.rows if rows is None else rows):
         u = r.get("update_ratio")
         if u is None or not cols:
             continue
         vals = np.asarray(u)[[c for c in cols if c < len(u)]]
-        vals = vals[~np.isnan(vals)]
+        vals = vals[np.isfinite(vals)]
         if len(vals):
-            meds.append(np.median(np.where(np.isfinite(vals), vals, np.inf)))
+            meds.append(np.median(vals))
     return np.array(meds, dtype=float)

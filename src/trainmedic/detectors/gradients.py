@@ -8,6 +8,28 @@ import numpy as np
 from trainmedic.detectors.base import Detector, Verdict, g, latest_rows
 from trainmedic.history import RunState
 
+HUGE_RELATIVE_GRADIENT = 1e4     # |g|/|w| of a weight matrix; healthy runs stay below ~10
+
+
+def relative_gradient_peaks(run: RunState) -> list[tuple[int, float, str, bool]]:
+    """Per tick with a sampled step: (step, max finite |g|/|w| over weight matrices at that
+    step, its name, whether every sampled gradient was finite)."""
+    mats = run.matrix_params()
+    out = []
+    for row in run.ticks.rows:
+        gr, wn = row.get("sample_grad"), row.get("weight_norm")
+        if wn is None or gr is None or not mats:
+            continue
+        cols = [c for c in mats if c < len(gr)]
+        with np.errstate(all="ignore"):
+            rel = np.asarray(gr)[cols] / np.asarray(wn)[cols]
+        finite = bool(np.isfinite(np.asarray(gr)[cols]).all())
+        rel = np.where(np.isfinite(rel), rel, np.nan)
+        if np.isfinite(rel).any():
+            j = int(np.nanargmax(rel))
+            out.append((int(row["step"]), float(rel[j]), run.params.infos[cols[j]].name, finite))
+    return out
+
 
 class NonfiniteGradient(Detector):
     id = "nonfinite_gradient"
@@ -82,8 +104,9 @@ class VanishingGradient(Detector):
 
 
 class ExplodingGradient(Detector):
-    """Gradient norm grew >= 1000x from its early level with large updates or non-finite values,
-    or relative gradients grow >= 1000x steadily toward the input (last two ticks)."""
+    """Relative gradients grow >= 1000x steadily toward the input (last two ticks); or a weight
+    matrix's gradient is >= 1e4x its norm (two ticks, or with non-finite values); or the
+    gradient norm grew >= 1000x from its early level and the run diverged."""
 
     id = "exploding_gradient"
 
@@ -95,6 +118,16 @@ class ExplodingGradient(Detector):
                 f"Relative gradients grow toward the input: {nm[0]} gets {g(r[0])} vs {g(r[-1])} "
                 f"at {nm[-1]} (ratio {g(ratio)}).", where=nm[0],
                 evidence={"first_last_ratio": ratio, "profile": dict(zip(nm, r.tolist()))})
+        rel = relative_gradient_peaks(run)
+        if len(rel) >= 1 and rel[-1][1] >= HUGE_RELATIVE_GRADIENT and (
+                len(rel) >= 2 and rel[-2][1] >= HUGE_RELATIVE_GRADIENT
+                or "nonfinite_loss" in reported or "nonfinite_gradient" in reported):
+            step, peak, name, _ = rel[-1]
+            return Verdict(
+                f"The gradient of {name} is {g(peak)}x the weight's own norm at step {step} "
+                f"(healthy: below about 10): one step at lr 1e-3 would change it "
+                f"{g(peak * 1e-3)}x its size.", where=name, step=int(step),
+                evidence={"relative_gradient": peak, "parameter": name})
         totals = []
         for row in run.ticks.rows:
             gm = row.get("grad_median")

@@ -9,8 +9,11 @@ from __future__ import annotations
 import numpy as np
 
 from trainmedic.detectors.base import Detector, Verdict, g, matrix_update_medians
+from trainmedic.detectors.gradients import relative_gradient_peaks
 from trainmedic.detectors.loss import relative_decrease
 
+# Big steps that these findings already explain are not the learning rate's fault.
+EXPLAINED_BY = {"grads_not_cleared", "regularization_dominates"}
 HIGH_SYMPTOMS = ("nonfinite_loss", "loss_diverging", "loss_oscillating", "nonfinite_gradient",
                  "dead_relu")
 
@@ -28,10 +31,15 @@ class LearningRateTooHigh(Detector):
 
     def evaluate(self, run, reported, final):
         symptoms = [s for s in HIGH_SYMPTOMS if s in reported]
-        if "grads_not_cleared" in reported:      # large steps explained by stale gradients
+        if not symptoms or reported & EXPLAINED_BY:
             return None
-        meds = matrix_update_medians(run)
-        if not symptoms or not len(meds):
+        # Only steps whose gradients are of healthy size count: huge steps from exploding
+        # gradients are the gradients' fault, not the learning rate's.
+        healthy = {step for step, rel, _, finite in relative_gradient_peaks(run)
+                   if finite and rel < 1e3}
+        rows = [r for r in run.ticks.rows if r["step"] in healthy]
+        meds = matrix_update_medians(run, rows)
+        if not len(meds):
             return None
         peak = float(np.max(meds))
         if peak < 1e-2:
@@ -86,17 +94,18 @@ class LrScheduleCollapsed(Detector):
         if after < max(50, collapse_step):
             return None
         s, m = run.smoothed_loss()
-        if len(m) < 3 or abs(m[0]) < 1e-8:
+        start = run.initial_loss()
+        if len(m) < 3 or abs(start) < 1e-8:
             return None
         at = m[s <= collapse_step]
-        at_collapse = float(at[-1]) if len(at) else float(m[0])
+        at_collapse = float(at[-1]) if len(at) else start
         now = float(m[-1])
         stalled = (at_collapse - now) < 0.05 * abs(at_collapse)
-        if stalled and now >= 0.3 * m[0]:
+        if stalled and now >= 0.3 * start:
             return Verdict(
                 f"The learning rate fell from {g(run.lr_max)} to {g(lrs[c])} by step "
                 f"{collapse_step} and the loss has stalled at {g(now)} since (started at "
-                f"{g(m[0])}).", step=collapse_step,
+                f"{g(start)}).", step=collapse_step,
                 evidence={"lr_peak": run.lr_max, "lr_now": float(lrs[-1]),
                           "collapse_step": collapse_step, "loss_at_collapse": at_collapse,
                           "loss_now": now})

@@ -36,7 +36,7 @@ class LossDiverging(Detector):
     def evaluate(self, run, reported, final):
         s, v = run.loss_curve()
         if len(v) >= 10:
-            start = float(np.median(np.abs(v[:5])))
+            start = abs(run.initial_loss())
             peak = int(np.argmax(v))
             if start > 0 and v[peak] >= EXPLODED * start:
                 return Verdict(
@@ -46,7 +46,7 @@ class LossDiverging(Detector):
         s, m = run.smoothed_loss()
         if len(m) < 4:
             return None
-        initial, b = m[0], int(np.argmin(m))
+        initial, b = run.initial_loss(), int(np.argmin(m))
         best, cur = m[b], m[-1]
         if b >= len(m) - 2:
             return None
@@ -76,7 +76,7 @@ class LossNotDecreasing(Detector):
         _, m = run.smoothed_loss()
         if len(m) < 5:
             return None
-        initial, best = m[0], float(np.min(m[1:]))
+        initial, best = run.initial_loss(), float(np.min(m))
         if abs(initial) < 1e-6:
             return None
         decrease = (initial - best) / abs(initial)
@@ -90,8 +90,8 @@ class LossNotDecreasing(Detector):
 
 
 class LossOscillating(Detector):
-    """In the recent half of the run the step-to-step swing is large compared with both the
-    loss level and the starting loss, and the loss has no downward trend."""
+    """In the recent half of the run the median step-to-step swing is at least half the loss
+    level and a quarter of the starting loss, and the loss has no downward trend."""
 
     id = "loss_oscillating"
 
@@ -100,18 +100,17 @@ class LossOscillating(Detector):
         if len(v) < 60:
             return None
         recent = v[len(v) // 2:]
-        _, m = run.smoothed_loss()
-        initial = abs(m[0])
+        initial = abs(run.initial_loss())
         level = float(np.median(np.abs(recent)))
         swing = float(np.median(np.abs(np.diff(recent))))
         third = max(len(recent) // 3, 1)
         no_trend = np.median(recent[-third:]) >= 0.95 * np.median(recent[:third])
-        if swing >= 0.5 * initial and swing >= 0.75 * level and no_trend:
+        if swing >= 0.25 * initial and swing >= 0.5 * level and no_trend:
             return Verdict(
                 f"Over the last {len(recent)} steps the loss swings by {g(swing)} from step to "
-                f"step (typical level {g(level)}, start {g(m[0])}) without going down.",
+                f"step (typical level {g(level)}, start {g(initial)}) without going down.",
                 step=int(s[-1]),
-                evidence={"median_swing": swing, "level": level, "initial": float(m[0]),
+                evidence={"median_swing": swing, "level": level, "initial": initial,
                           "window_steps": int(len(recent))})
         return None
 
@@ -120,6 +119,7 @@ def relative_decrease(run: RunState) -> float | None:
     """(start - best) / |start| of the smoothed loss, or None without enough evidence."""
     s, v = run.loss_curve()
     _, m = run.smoothed_loss()
-    if len(v) < MIN_STEPS or len(m) < 5 or abs(m[0]) < 1e-8:
+    start = run.initial_loss()
+    if len(v) < MIN_STEPS or len(m) < 5 or abs(start) < 1e-8:
         return None
-    return float((m[0] - np.min(m[1:])) / abs(m[0]))
+    return float((start - np.min(m)) / abs(start))

@@ -28,12 +28,24 @@ class ParamsNotInOptimizer(Detector):
 
 
 class ParamsNotUpdating(Detector):
-    """Weight matrices in an optimizer that got gradients but never changed over >= 2 sampled
+    """An optimizer whose parameters never hold a gradient when it steps (>= 20 steps), or
+    weight matrices in an optimizer that got gradients but never changed over >= 2 sampled
     steps, or whose gradient was exactly zero at every step (>= 20 steps)."""
 
     id = "params_not_updating"
 
     def evaluate(self, run, reported, final):
+        for k, (empty, steps) in sorted(run.empty_steps.items()):
+            if steps >= MIN_GRAD_STEPS and empty == steps:
+                opt = run.params.optimizers[k]
+                nm = [run.params.infos[i].name for i in run.params.optimizer_indices(k)]
+                return Verdict(
+                    f"Optimizer {k} ({type(opt).__name__}) stepped {steps} times but none of its "
+                    f"parameters had a gradient at step time, so nothing was updated "
+                    f"(zero_grad() between backward() and step()?).",
+                    where=f"optimizer {k} ({type(opt).__name__})",
+                    evidence={"steps_without_gradients": empty, "steps": steps,
+                              "parameters": nm[:20]})
         p = len(run.grad_seen)
         cand = [i for i in run.params.infos if i.is_matrix and i.optimizer is not None
                 and i.index < p and run.grad_seen[i.index]]

@@ -24,13 +24,13 @@ class GradNormRecorder:
     def width(self) -> int:
         return 0 if self.buf is None else self.buf.shape[1]
 
-    def record(self, params: list[torch.Tensor], indices: list[int], slot: int) -> None:
+    def record(self, params: list[torch.Tensor], indices: list[int], slot: int) -> bool:
         """Norms of the dense gradients of ``params`` (table ``indices``) into row ``slot``,
-        without a host sync."""
+        without a host sync. Returns whether any parameter had a gradient."""
         grads = [p.grad for p in params]
         keep = [j for j, gr in enumerate(grads) if gr is not None and not gr.is_sparse]
         if not keep:
-            return
+            return any(gr is not None for gr in grads)
         sel = tuple(indices[j] for j in keep)
         grads = [grads[j] for j in keep]
         norms = torch.stack(torch._foreach_norm(grads)).float()
@@ -39,6 +39,7 @@ class GradNormRecorder:
         if idx is None or idx.device != norms.device:
             idx = self._index_cache[sel] = torch.tensor(sel, device=norms.device)
         buf[slot].index_copy_(0, idx, norms)
+        return True
 
     def _buffer(self, device: torch.device) -> torch.Tensor:
         p = len(self.table)

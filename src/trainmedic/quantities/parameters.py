@@ -8,43 +8,49 @@ import torch
 
 
 class UpdateSampler:
-    """Measures |w_after - w_before| / |w_after| per parameter on the next step of each optimizer
-    that is marked due. Costs one transient copy of that optimizer's parameters."""
+    """On the next step of each optimizer marked due, measures per parameter the gradient norm
+    and weight norm before the step and |w_after - w_before|. Costs one transient copy of that
+    optimizer's parameters, once per tick."""
 
     def __init__(self) -> None:
         self.due: set[int] = set()
-        self._before: dict[int, tuple[list[int], list[torch.Tensor], list[torch.Tensor]]] = {}
-        self._done: list[tuple[list[int], torch.Tensor, torch.Tensor]] = []
+        self._before: dict[int, tuple] = {}
+        self._done: list[tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def before_step(self, k: int, indices: list[int], params: list[torch.Tensor]) -> None:
         if k not in self.due:
             return
         self.due.discard(k)
         with torch.no_grad():
-            self._before[k] = (indices, params, torch._foreach_mul([p.detach() for p in params], 1.0))
+            weights = [p.detach() for p in params]
+            norms = torch.stack(torch._foreach_norm(weights)).float()
+            grads = [p.grad if p.grad is not None and not p.grad.is_sparse else torch.zeros(())
+                     for p in params]
+            gnorms = torch.stack([n.to(norms.device) for n in torch._foreach_norm(grads)]).float()
+            self._before[k] = (indices, params, torch._foreach_mul(weights, 1.0), norms, gnorms)
 
     def after_step(self, k: int) -> None:
         snap = self._before.pop(k, None)
         if snap is None:
             return
-        indices, params, before = snap
+        indices, params, before, norms, gnorms = snap
         with torch.no_grad():
             torch._foreach_sub_(before, [p.detach() for p in params])
             delta = torch.stack(torch._foreach_norm(before)).float()
-            weight = torch.stack(torch._foreach_norm([p.detach() for p in params])).float()
-        self._done.append((indices, delta, weight))
+        self._done.append((indices, delta, norms, gnorms))
 
-    def take(self, width: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def take(self, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(update/weight ratio, weight norm, gradient norm) per parameter, NaN where unsampled."""
         if not self._done:
-            return None, None
-        ratio, norm = np.full(width, np.nan), np.full(width, np.nan)
-        for indices, delta, weight in self._done:
-            d, w = delta.cpu().numpy(), weight.cpu().numpy()
+            return None
+        out = np.full((3, width), np.nan)
+        for indices, delta, norms, gnorms in self._done:
+            d, w, gr = delta.cpu().numpy(), norms.cpu().numpy(), gnorms.cpu().numpy()
             with np.errstate(all="ignore"):
-                ratio[indices] = d / np.maximum(w, 1e-12)
-            norm[indices] = w
+                out[0, indices] = d / np.maximum(w, 1e-12)
+            out[1, indices], out[2, indices] = w, gr
         self._done = []
-        return ratio, norm
+        return out[0], out[1], out[2]
 
 
 def symmetric_rows(params: list[torch.Tensor]) -> list[bool]:
