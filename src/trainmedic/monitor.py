@@ -45,6 +45,13 @@ class Monitor:
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
             raise ValueError(f"every={every!r} is not a valid schedule; expected an int >= 1 "
                              f"(steps between host reads)")
+        models, optimizers = list(models), list(optimizers)
+        for m in models:
+            if not isinstance(m, torch.nn.Module):
+                raise TypeError(f"model={m!r} is not a torch.nn.Module")
+        for opt in optimizers:
+            if not isinstance(opt, torch.optim.Optimizer):
+                raise TypeError(f"optimizer={opt!r} is not a torch.optim.Optimizer")
         self.every = every
         self.name = name or "watch"
         self.run_dir = os.fspath(run_dir) if run_dir is not None else None
@@ -97,8 +104,6 @@ class Monitor:
 
     # -- registration ---------------------------------------------------------------------------
     def add_model(self, model: torch.nn.Module) -> None:
-        if not isinstance(model, torch.nn.Module):
-            raise TypeError(f"model={model!r} is not a torch.nn.Module")
         if any(model is m for m in self.models):
             return
         for m in list(self.models):       # a model seen earlier may be part of this one
@@ -126,8 +131,6 @@ class Monitor:
             h.remove()
 
     def add_optimizer(self, opt: torch.optim.Optimizer, hook: bool = False) -> int:
-        if not isinstance(opt, torch.optim.Optimizer):
-            raise TypeError(f"optimizer={opt!r} is not a torch.optim.Optimizer")
         known = len(self.table.optimizers)
         k = self.table.add_optimizer(opt)
         if k == known:

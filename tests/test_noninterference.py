@@ -1,0 +1,71 @@
+"""Same numbers bit-for-bit with and without trainmedic (CPU), and the same printed output."""
+
+import contextlib
+import importlib
+import io
+import os
+import subprocess
+import sys
+
+import torch
+
+import trainmedic
+from trainmedic.runner import run_script
+
+HERE = os.path.dirname(__file__)
+SCRIPT = os.path.join(HERE, "_train.py")
+
+
+def _fresh_train(watch):
+    sys.modules.pop("_train", None)
+    sys.path.insert(0, HERE)
+    try:
+        mod = importlib.import_module("_train")
+    finally:
+        sys.path.remove(HERE)
+    out = io.StringIO()
+    monitor = trainmedic.watch(mod.model, mod.opt, every=5, on_finding=lambda f: None) if watch else None
+    with contextlib.redirect_stdout(out):
+        mod.train()
+    if monitor:
+        monitor.report()
+    return {k: v.clone() for k, v in mod.model.state_dict().items()}, out.getvalue()
+
+
+def test_watch_is_bit_identical():
+    plain, out_plain = _fresh_train(watch=False)
+    watched, out_watched = _fresh_train(watch=True)
+    assert out_plain == out_watched
+    for k in plain:
+        assert torch.equal(plain[k], watched[k]), k
+
+
+def test_runner_is_bit_identical(tmp_path):
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    plain = subprocess.run([sys.executable, SCRIPT, str(tmp_path / "plain.pt")],
+                           capture_output=True, text=True, env=env, check=True)
+    watched = subprocess.run([sys.executable, "-m", "trainmedic.cli", "run", "--every", "5",
+                              SCRIPT, str(tmp_path / "watched.pt")],
+                             capture_output=True, text=True, env=env, check=True)
+    assert plain.stdout == watched.stdout
+    a, b = torch.load(tmp_path / "plain.pt"), torch.load(tmp_path / "watched.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_runner_in_process_is_bit_identical(tmp_path, capsys):
+    subprocess.run([sys.executable, SCRIPT, str(tmp_path / "plain.pt")], check=True,
+                   capture_output=True)
+    assert run_script(SCRIPT, [str(tmp_path / "watched.pt")], every=5) == 0
+    a, b = torch.load(tmp_path / "plain.pt"), torch.load(tmp_path / "watched.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_instrumentation_is_removed_after_close():
+    backward = torch.Tensor.backward
+    model = torch.nn.Linear(3, 1)
+    monitor = trainmedic.watch(model, torch.optim.SGD(model.parameters(), lr=0.1), on_finding=lambda f: None)
+    assert torch.Tensor.backward is not backward
+    monitor.report()
+    assert torch.Tensor.backward is backward
+    assert not model._forward_hooks and not model._forward_pre_hooks
+    assert torch._C._len_torch_function_stack() == 0
