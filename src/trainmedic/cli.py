@@ -24,7 +24,7 @@ def main() -> None:
               help="Reserved: HTML reports are not available yet.")
 @click.option("--fail-on", type=click.Choice(["error", "warning"]),
               help="Exit with code 3 when a finding of this severity or worse was reported.")
-@click.option("--every", type=click.IntRange(min=1), default=25, show_default=True,
+@click.option("--every", type=click.IntRange(min=1, max=10_000), default=25, show_default=True,
               help="Steps between host reads of the statistics.")
 @click.option("--run-dir", type=click.Path(file_okay=False),
               help="Folder for the run's files (default: trainmedic-runs/<timestamp>-<script>).")

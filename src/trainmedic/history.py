@@ -15,6 +15,7 @@ import numpy as np
 from trainmedic.params import ParamTable
 
 MAX_ROWS = 2048
+MAX_LOSSES = 16384
 
 
 class History:
@@ -46,6 +47,13 @@ class History:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def scan(self, head: int = 16, tail: int = 256) -> list[dict[str, Any]]:
+        """The rows detectors look at: the first ``head`` (how training started) and the last
+        ``tail``, so a detector's cost per tick does not grow with the run."""
+        if len(self.rows) <= head + tail:
+            return self.rows
+        return self.rows[:head] + self.rows[-tail:]
+
 
 @dataclass
 class Tick:
@@ -75,7 +83,7 @@ class RunState:
     params: ParamTable
     step: int = 0
     ticks: History = field(default_factory=History)
-    loss_steps: History = field(default_factory=lambda: History(cap=8192))
+    loss_steps: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (step, loss) rows
     first_nonfinite_loss: int | None = None
     first_nonfinite_grad: tuple[int, int] | None = None      # (step, param index)
     grad_seen: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
@@ -90,6 +98,7 @@ class RunState:
     layer_order: list[str] = field(default_factory=list)     # parameterised modules, forward order
     unowned_with_grad: set[int] = field(default_factory=set)  # got a gradient, in no optimizer
     lr_max: float = 0.0
+    _smoothed: tuple[np.ndarray, np.ndarray] | None = None
     n_optimizers: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -107,8 +116,12 @@ class RunState:
         self.step = t.step
         steps = t.first_step + np.arange(len(t.losses))
         seen = t.loss_seen
-        for s, v in zip(steps[seen], t.losses[seen]):
-            self.loss_steps.append(step=int(s), loss=float(v))
+        rows = np.stack([steps[seen], t.losses[seen]], axis=1)
+        self.loss_steps = np.concatenate([self.loss_steps, rows])
+        if len(self.loss_steps) > MAX_LOSSES:   # keep the newest quarter whole, thin the rest
+            keep = MAX_LOSSES // 4
+            self.loss_steps = np.concatenate([self.loss_steps[:-keep:2], self.loss_steps[-keep:]])
+        self._smoothed = None
         bad = seen & ~np.isfinite(t.losses)
         if bad.any() and self.first_nonfinite_loss is None:
             self.first_nonfinite_loss = int(steps[bad][0])
@@ -123,10 +136,15 @@ class RunState:
         w = g.shape[1]
         self.grad_seen[:w] |= present.any(0)
         self.grad_ever_nonzero[:w] |= (finite & (g > 0)).any(0)
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN columns are expected
-            gmed = np.nanmedian(np.where(finite, g, np.nan), axis=0) if len(g) else np.full(w, np.nan)
-            gmax = np.nanmax(np.where(finite, g, np.nan), axis=0) if len(g) else np.full(w, np.nan)
+        if not len(g):
+            gmed = gmax = np.full(w, np.nan)
+        elif finite.all():
+            gmed, gmax = np.median(g, axis=0), g.max(axis=0)
+        else:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN columns are expected
+                gmed = np.nanmedian(np.where(finite, g, np.nan), axis=0)
+                gmax = np.nanmax(np.where(finite, g, np.nan), axis=0)
         if t.update_ratio is not None:
             known = np.isfinite(t.update_ratio)
             u = len(t.update_ratio)
@@ -159,12 +177,34 @@ class RunState:
             grad_median=gmed, grad_max=gmax,
             update_ratio=t.update_ratio, weight_norm=t.weight_norm, sample_grad=t.sample_grad,
             activations=t.activations, predictions=t.predictions,
+            grad_total=float(np.sqrt(np.nansum(np.where(np.isfinite(gmed), gmed, 0) ** 2))),
+            **self._sampled_step_summary(t),
         )
+
+    def _sampled_step_summary(self, t: Tick) -> dict[str, Any]:
+        """Per-row numbers derived once from the sampled step (weight matrices only):
+        median update ratio, and the largest relative gradient |g|/|w| with its parameter."""
+        mats = [c for c in self.matrix_params() if t.update_ratio is not None and c < len(t.update_ratio)]
+        if not mats:
+            return {}
+        out: dict[str, Any] = {}
+        u = t.update_ratio[mats]
+        u = u[np.isfinite(u)]
+        if len(u):
+            out["update_median"] = float(np.median(u))
+        gr = t.sample_grad[mats]
+        with np.errstate(all="ignore"):
+            rel = gr / t.weight_norm[mats]
+        out["sample_finite"] = bool(np.isfinite(gr).all())
+        if np.isfinite(rel).any():
+            j = int(np.nanargmax(np.where(np.isfinite(rel), rel, np.nan)))
+            out["rel_grad_peak"], out["rel_grad_param"] = float(rel[j]), self.params.infos[mats[j]].name
+        return out
 
     # -- views the detectors share ---------------------------------------------------------
     def loss_curve(self) -> tuple[np.ndarray, np.ndarray]:
         """(steps, losses) of every finite recorded per-step loss."""
-        s, v = self.loss_steps.column("step"), self.loss_steps.column("loss")
+        s, v = self.loss_steps[:, 0], self.loss_steps[:, 1]
         ok = np.isfinite(v)
         return s[ok], v[ok]
 
@@ -177,12 +217,18 @@ class RunState:
         first = np.abs(v[:3])
         return float(np.median(v[:3])) if first.max() <= 2 * first.min() else float(v[0])
 
-    def smoothed_loss(self, window: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Medians of consecutive windows of the per-step loss (robust to batch noise)."""
+    def smoothed_loss(self) -> tuple[np.ndarray, np.ndarray]:
+        """Medians of consecutive windows of the per-step loss (robust to batch noise);
+        computed once per tick."""
+        if self._smoothed is None:
+            self._smoothed = self._smooth()
+        return self._smoothed
+
+    def _smooth(self) -> tuple[np.ndarray, np.ndarray]:
         s, v = self.loss_curve()
         if len(v) == 0:
             return s, v
-        w = window or max(5, min(50, len(v) // 12))
+        w = max(5, min(50, len(v) // 12))
         n = len(v) // w
         if n == 0:
             return s[-1:], np.array([np.median(v)])

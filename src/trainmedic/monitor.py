@@ -4,10 +4,10 @@
     ... the user's loop, unchanged ...
     monitor.report()
 
-Hot path per optimizer step: one foreach norm over the gradients and a few tiny device writes;
-no host sync. Every ``every`` steps the host reads the buffers once (a *tick*), updates the
-history and runs the detectors. Activation statistics and update ratios are taken on one
-sampled step per tick.
+Hot path per optimizer step: one foreach norm over the gradients and a few tensor references;
+no host sync. Every ``every`` steps (4x ``every`` after the first 10 reads) the host reads the
+buffers once (a *tick*), updates the history and runs the detectors. Activation statistics and
+update ratios are taken on one sampled step per tick.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ from trainmedic.quantities.gradients import GradNormRecorder, StaleGradCounter
 from trainmedic.quantities.loss import LossRecorder
 from trainmedic.quantities.parameters import UpdateSampler, symmetric_rows
 
+MAX_EVERY = 10_000            # the per-step buffers hold one window of this many rows
+DENSE_TICKS = 10              # the first reads come every `every` steps, later ones 4x sparser
+SPARSE_FACTOR = 4
 SYMMETRY_CHECK_AFTER = 10     # steps of training before identical rows count as a fault
 
 
@@ -42,9 +45,9 @@ class Monitor:
                  optimizers: Iterable[torch.optim.Optimizer] = (), *, every: int = 25,
                  run_dir: "str | os.PathLike[str] | None" = None, name: str | None = None,
                  on_finding: Callable[[Finding], None] | None = None, discover: bool = False) -> None:
-        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-            raise ValueError(f"every={every!r} is not a valid schedule; expected an int >= 1 "
-                             f"(steps between host reads)")
+        if not isinstance(every, int) or isinstance(every, bool) or not 1 <= every <= MAX_EVERY:
+            raise ValueError(f"every={every!r} is not a valid schedule; expected an int from 1 "
+                             f"to {MAX_EVERY} (steps between host reads)")
         models, optimizers = list(models), list(optimizers)
         for m in models:
             if not isinstance(m, torch.nn.Module):
@@ -53,6 +56,8 @@ class Monitor:
             if not isinstance(opt, torch.optim.Optimizer):
                 raise TypeError(f"optimizer={opt!r} is not a torch.optim.Optimizer")
         self.every = every
+        self.interval = every
+        window = min(every * SPARSE_FACTOR, MAX_EVERY)
         self.name = name or "watch"
         self.run_dir = os.fspath(run_dir) if run_dir is not None else None
         self.on_finding = on_finding if on_finding is not None else _print_finding
@@ -63,8 +68,8 @@ class Monitor:
         self.detectors = default_detectors()
         self.findings: dict[str, Finding] = {}
         self.models: list[torch.nn.Module] = []
-        self.grads = GradNormRecorder(self.table, every)
-        self.loss = LossRecorder(every)
+        self.grads = GradNormRecorder(self.table, window)
+        self.loss = LossRecorder(window)
         self.stale = StaleGradCounter()
         self.updates = UpdateSampler()
         self.sampler = ActivationSampler(self.guard)
@@ -81,7 +86,7 @@ class Monitor:
         self._written: str | None = None
         self._ticks = 0
         self.extra_run_info: dict[str, Any] = {}
-        self._lrs: list[Any] = [float("nan")] * every
+        self._lrs: list[Any] = [float("nan")] * window
         self._empty_steps: dict[int, list[int]] = {}
         self._opt_params: dict[int, tuple[int, list[torch.Tensor], list[int]]] = {}
         self.active = True
@@ -231,7 +236,7 @@ class Monitor:
         self.loss.commit(self.slot)
         self.slot += 1
         self.step += 1
-        if self.slot == self.every:
+        if self.slot == self.interval:
             self._tick()
 
     # -- the schedule ---------------------------------------------------------------------------
@@ -240,6 +245,8 @@ class Monitor:
         self.slot = 0
         self.guard.call("statistics", self._collect, rows, first)
         self._ticks += 1
+        if self._ticks == DENSE_TICKS:
+            self.interval = min(self.every * SPARSE_FACTOR, MAX_EVERY)
         self.sampler.due = True
         self.updates.due |= set(range(len(self.table.optimizers)))
         self._run_detectors(final)
@@ -247,7 +254,7 @@ class Monitor:
     def _collect(self, rows: int, first: int) -> None:
         losses, seen = self.loss.take(rows)
         grads = self.grads.take(rows)
-        lrs, self._lrs = self._lrs[:rows], [float("nan")] * self.every
+        lrs, self._lrs = self._lrs[:rows], [float("nan")] * len(self._lrs)
         ratio, norm, gnorm = self.updates.take(len(self.table)) or (None, None, None)
         acts, preds, issues = self.sampler.take()
         tick = Tick(step=self.step, first_step=first, losses=losses, loss_seen=seen,
@@ -373,7 +380,8 @@ def watch(model: "torch.nn.Module | Iterable[torch.nn.Module] | None" = None,
           name: str | None = None, on_finding: Callable[[Finding], None] | None = None) -> Monitor:
     """Start watching ``model`` trained by ``optimizer`` (each may be one object or a list).
 
-    ``every``: steps between host reads (the detectors' schedule). ``run_dir``: where the report
+    ``every``: steps between host reads, the detectors' schedule (after the first 10 reads,
+    4x sparser so long runs pay less). ``run_dir``: where the report
     is written (default ``./trainmedic-runs/<timestamp>-<name>``). ``on_finding``: called once
     per new finding (default: print it to stderr)."""
     models = [] if model is None else [model] if isinstance(model, torch.nn.Module) else list(model)

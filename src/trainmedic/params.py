@@ -32,6 +32,7 @@ class ParamTable:
     infos: list[ParamInfo] = field(default_factory=list)
     optimizers: list[torch.optim.Optimizer] = field(default_factory=list)
     _index: dict[int, int] = field(default_factory=dict)
+    _opt_index: dict[int, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.params)
@@ -57,14 +58,18 @@ class ParamTable:
             if p.requires_grad:
                 self.add(p, prefix + name)
 
+    def optimizer_index(self, opt: torch.optim.Optimizer) -> int | None:
+        k = self._opt_index.get(id(opt))
+        return k if k is not None and self.optimizers[k] is opt else None
+
     def add_optimizer(self, opt: torch.optim.Optimizer) -> int:
         """Register ``opt`` and its parameters; returns the optimizer's index."""
-        for k, known in enumerate(self.optimizers):
-            if known is opt:
-                self.sync_optimizer(k)
-                return k
+        k = self.optimizer_index(opt)
+        if k is not None:
+            return k
         k = len(self.optimizers)
         self.optimizers.append(opt)
+        self._opt_index[id(opt)] = k
         self.sync_optimizer(k)
         return k
 

@@ -14,7 +14,7 @@ SATURATED_FRACTION = 0.5
 def _recent(run: RunState, key: str, reports: int = 2) -> dict[str, list[float]]:
     """Per hidden activation site: its last ``reports`` values of ``key``."""
     seen: dict[str, list[float]] = {}
-    for row in run.ticks.rows:
+    for row in run.ticks.rows[-64:]:
         for site, stats in (row.get("activations") or {}).items():
             if key in stats and not run.activation_sites.get(site, {}).get("output"):
                 seen.setdefault(site, []).append(stats[key])
@@ -64,7 +64,7 @@ class ConstantPredictions(Detector):
     id = "constant_predictions"
 
     def evaluate(self, run, reported, final):
-        preds = [p for row in run.ticks.rows if row["step"] >= 20
+        preds = [p for row in run.ticks.rows[-16:] if row["step"] >= 20
                  for p in (row.get("predictions") or [])]
         if len(preds) < 3:
             return None

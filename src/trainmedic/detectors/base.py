@@ -46,21 +46,12 @@ def g(x: float) -> str:
 
 def latest_rows(run: RunState, column: str, count: int) -> list[Any]:
     """The last ``count`` non-empty values of a tick column, oldest first."""
-    out = [r.get(column) for r in run.ticks.rows if r.get(column) is not None]
+    out = [r.get(column) for r in run.ticks.scan() if r.get(column) is not None]
     return out[-count:]
 
 
 def matrix_update_medians(run: RunState, rows: list[dict] | None = None) -> np.ndarray:
-    """Per tick (of ``rows``, default all) with an update sample: the median update/weight
-    ratio over weight matrices (non-finite ratios left out: they come from the gradients)."""
-    cols = run.matrix_params()
-    meds = []
-    for r in (run.ticks.rows if rows is None else rows):
-        u = r.get("update_ratio")
-        if u is None or not cols:
-            continue
-        vals = np.asarray(u)[[c for c in cols if c < len(u)]]
-        vals = vals[np.isfinite(vals)]
-        if len(vals):
-            meds.append(np.median(vals))
-    return np.array(meds, dtype=float)
+    """Per tick (of ``rows``, default the scanned ones) with an update sample: the median
+    update/weight ratio over weight matrices (non-finite ratios left out)."""
+    return np.array([r["update_median"] for r in (run.ticks.scan() if rows is None else rows)
+                     if "update_median" in r], dtype=float)

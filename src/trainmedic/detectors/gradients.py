@@ -14,21 +14,8 @@ HUGE_RELATIVE_GRADIENT = 1e4     # |g|/|w| of a weight matrix; healthy runs stay
 def relative_gradient_peaks(run: RunState) -> list[tuple[int, float, str, bool]]:
     """Per tick with a sampled step: (step, max finite |g|/|w| over weight matrices at that
     step, its name, whether every sampled gradient was finite)."""
-    mats = run.matrix_params()
-    out = []
-    for row in run.ticks.rows:
-        gr, wn = row.get("sample_grad"), row.get("weight_norm")
-        if wn is None or gr is None or not mats:
-            continue
-        cols = [c for c in mats if c < len(gr)]
-        with np.errstate(all="ignore"):
-            rel = np.asarray(gr)[cols] / np.asarray(wn)[cols]
-        finite = bool(np.isfinite(np.asarray(gr)[cols]).all())
-        rel = np.where(np.isfinite(rel), rel, np.nan)
-        if np.isfinite(rel).any():
-            j = int(np.nanargmax(rel))
-            out.append((int(row["step"]), float(rel[j]), run.params.infos[cols[j]].name, finite))
-    return out
+    return [(int(r["step"]), r["rel_grad_peak"], r["rel_grad_param"], r["sample_finite"])
+            for r in run.ticks.scan() if "rel_grad_peak" in r]
 
 
 class NonfiniteGradient(Detector):
@@ -128,11 +115,7 @@ class ExplodingGradient(Detector):
                 f"(healthy: below about 10): one step at lr 1e-3 would change it "
                 f"{g(peak * 1e-3)}x its size.", where=name, step=int(step),
                 evidence={"relative_gradient": peak, "parameter": name})
-        totals = []
-        for row in run.ticks.rows:
-            gm = row.get("grad_median")
-            if gm is not None and np.isfinite(gm).any():
-                totals.append((row["step"], float(np.sqrt(np.nansum(np.where(np.isfinite(gm), gm, 0) ** 2)))))
+        totals = [(r["step"], r["grad_total"]) for r in run.ticks.scan() if r["grad_total"] > 0]
         if len(totals) < 3:
             return None
         early = min(t for _, t in totals[:2])

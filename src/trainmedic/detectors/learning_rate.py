@@ -37,7 +37,7 @@ class LearningRateTooHigh(Detector):
         # gradients are the gradients' fault, not the learning rate's.
         healthy = {step for step, rel, _, finite in relative_gradient_peaks(run)
                    if finite and rel < 1e3}
-        rows = [r for r in run.ticks.rows if r["step"] in healthy]
+        rows = [r for r in run.ticks.scan() if r["step"] in healthy]
         meds = matrix_update_medians(run, rows)
         if not len(meds):
             return None

@@ -99,7 +99,7 @@ class RegularizationDominates(Detector):
     id = "regularization_dominates"
 
     def evaluate(self, run, reported, final):
-        rows = [r for r in run.ticks.rows if r.get("weight_norm") is not None
+        rows = [r for r in run.ticks.scan() if r.get("weight_norm") is not None
                 and np.isfinite(r.get("loss_median", np.nan))]
         if len(rows) < 2:
             return None

@@ -168,15 +168,20 @@ class ActivationSampler:
             site.param_calls_at = self._param_calls
             y = out.detach()
             if kind == "relu":
-                d = -1 if y.dim() == 3 else (1 if y.dim() > 1 else 0)
-                units = y.shape[d]
-                alive = (y != 0).movedim(d, 0).reshape(units, -1).any(1)
+                nz = y != 0
+                if y.dim() == 3:                 # (N, L, F): features are the last dim
+                    alive = nz.flatten(0, 1).any(0)
+                elif y.dim() > 2:                # (N, C, ...): channels
+                    alive = nz.flatten(2).any(2).any(0)
+                else:                            # (N, F) or (F,)
+                    alive = nz.any(0) if y.dim() == 2 else nz
+                units = alive.shape[0]
                 if site.alive is None or site.alive.shape[0] != units:
                     site.alive, site.samples = alive, 0
                 else:
                     site.alive = site.alive | alive
                 site.samples += y.numel() // max(units, 1)
-                site.zero.append((y == 0).float().mean())
+                site.zero.append(1 - nz.float().mean())
             elif kind == "sigmoid":
                 site.saturated.append(((y <= SIGMOID_LOW) | (y >= SIGMOID_HIGH)).float().mean())
             else:
@@ -233,31 +238,44 @@ class ActivationSampler:
 
     # -- host read, once per tick -----------------------------------------------------------------
     def take(self) -> tuple[dict[str, dict[str, Any]], list[dict[str, float]], dict[str, dict[str, Any]]]:
+        """Host copies of everything sampled since the last tick (one device-to-host copy)."""
+        pending: list[tuple[dict, str, torch.Tensor]] = []
         acts: dict[str, dict[str, Any]] = {}
         for name, site in self.sites.items():
             row: dict[str, Any] = {"kind": site.kind, "output": name in self.outputs}
             if site.kind == "relu":
                 if site.alive is None or site.samples < MIN_SAMPLES_PER_UNIT:
                     continue
-                row["units"] = int(site.alive.numel())
-                row["dead_fraction"] = float(1 - site.alive.float().mean())
-                row["zero_fraction"] = float(torch.stack(site.zero).mean())
-                row["samples_per_unit"] = site.samples
+                row["units"], row["samples_per_unit"] = int(site.alive.numel()), site.samples
+                pending += [(row, "dead_fraction", 1 - site.alive.float().mean()),
+                            (row, "zero_fraction", torch.stack(site.zero).mean())]
                 site.alive, site.samples, site.zero = None, 0, []
             else:
                 if not site.saturated:
                     continue
-                row["saturated_fraction"] = float(torch.stack(site.saturated).mean())
+                pending.append((row, "saturated_fraction", torch.stack(site.saturated).mean()))
                 site.saturated = []
             acts[name] = row
-        preds = [{k: float(v) for k, v in p.items()} for p in self.predictions]
+        preds = [{} for _ in self.predictions]
+        for row, p in zip(preds, self.predictions):
+            pending += [(row, k, v) for k, v in p.items()]
         self.predictions = []
         issues = {}
         for name, entry in self.loss_issues.items():
-            hits = sum(bool(f) for f in entry["flags"])
-            issues[name] = {"message": entry["message"], "hits": hits,
-                            "calls": len(entry["flags"]), "shape": entry.get("shape")}
+            row = {"message": entry["message"], "calls": len(entry["flags"]), "shape": entry.get("shape")}
+            flags = [f for f in entry["flags"] if torch.is_tensor(f)]
+            row["hits"] = sum(1 for f in entry["flags"] if f is True)
+            if flags:
+                pending.append((row, "tensor_hits", torch.stack(flags).sum()))
+            issues[name] = row
         self.loss_issues = {}
+        if pending:
+            dev = pending[0][2].device
+            host = torch.stack([v.float().to(dev).reshape(()) for _, _, v in pending]).cpu().tolist()
+            for (row, key, _), value in zip(pending, host):
+                row[key] = value
+        for row in issues.values():
+            row["hits"] += int(row.pop("tensor_hits", 0))
         return acts, preds, issues
 
 

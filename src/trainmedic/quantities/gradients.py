@@ -12,53 +12,41 @@ ABSENT = -1.0
 
 
 class GradNormRecorder:
-    """Writes |grad| of each parameter into row ``slot`` of an (every, P) device buffer."""
+    """Per optimizer step: |grad| of each parameter as one stacked device vector (one foreach
+    kernel); the host gathers a window's vectors into an (every, P) array once per tick."""
 
     def __init__(self, table: ParamTable, every: int) -> None:
         self.table = table
         self.every = every
-        self.buf: torch.Tensor | None = None
-        self._index_cache: dict[tuple[int, ...], torch.Tensor] = {}
-
-    @property
-    def width(self) -> int:
-        return 0 if self.buf is None else self.buf.shape[1]
+        self.rows: list[list[tuple[tuple[int, ...], torch.Tensor]]] = [[] for _ in range(every)]
 
     def record(self, params: list[torch.Tensor], indices: list[int], slot: int) -> bool:
-        """Norms of the dense gradients of ``params`` (table ``indices``) into row ``slot``,
+        """Norms of the dense gradients of ``params`` (table ``indices``) for row ``slot``,
         without a host sync. Returns whether any parameter had a gradient."""
         grads = [p.grad for p in params]
         keep = [j for j, gr in enumerate(grads) if gr is not None and not gr.is_sparse]
         if not keep:
             return any(gr is not None for gr in grads)
-        sel = tuple(indices[j] for j in keep)
-        grads = [grads[j] for j in keep]
-        norms = torch.stack(torch._foreach_norm(grads)).float()
-        buf = self._buffer(norms.device)
-        idx = self._index_cache.get(sel)
-        if idx is None or idx.device != norms.device:
-            idx = self._index_cache[sel] = torch.tensor(sel, device=norms.device)
-        buf[slot].index_copy_(0, idx, norms)
+        if len(keep) == len(grads):
+            sel = tuple(indices)
+        else:
+            sel, grads = tuple(indices[j] for j in keep), [grads[j] for j in keep]
+        self.rows[slot].append((sel, torch.stack(torch._foreach_norm(grads))))
         return True
 
-    def _buffer(self, device: torch.device) -> torch.Tensor:
-        p = len(self.table)
-        if self.buf is None or self.buf.shape[1] < p:
-            old = self.buf
-            self.buf = torch.full((self.every, p), ABSENT, device=device)
-            if old is not None:
-                self.buf[:, :old.shape[1]] = old.to(device)
-        return self.buf
-
     def take(self, rows: int) -> np.ndarray:
-        """Host copy of the first ``rows`` rows (one sync), then reset the buffer."""
-        p = len(self.table)
-        if self.buf is None or rows == 0:
-            return np.full((rows, p), ABSENT)
-        out = np.full((rows, p), ABSENT)
-        host = self.buf[:rows].cpu().numpy()
-        out[:, :host.shape[1]] = host
-        self.buf.fill_(ABSENT)
+        """(rows, P) host array of this window's norms, ABSENT where a parameter had no
+        gradient; one device-to-host copy."""
+        out = np.full((rows, len(self.table)), ABSENT)
+        entries = [(r, sel, v) for r in range(rows) for sel, v in self.rows[r]]
+        if entries:
+            dev = entries[0][2].device
+            flat = torch.cat([v.float().to(dev) for _, _, v in entries]).cpu().numpy()
+            at = 0
+            for r, sel, v in entries:
+                out[r, list(sel)] = flat[at:at + len(sel)]
+                at += len(sel)
+        self.rows = [[] for _ in range(self.every)]
         return out
 
 

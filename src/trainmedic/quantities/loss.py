@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import weakref
 
+import numpy as np
 import torch
 
 
 class LossRecorder:
+    """Per step: a reference to the loss tensor (or the device sum of several backward calls);
+    the host stacks and reads them once per tick."""
+
     def __init__(self, every: int) -> None:
         self.every = every
-        self.buf: torch.Tensor | None = None
-        self.seen = [False] * every
+        self.values: list[torch.Tensor | None] = [None] * every
+        self.counts = [0] * every
         self._sum: torch.Tensor | None = None
         self._count = 0
         self._scaled: tuple[weakref.ref, object] | None = None
@@ -27,30 +31,30 @@ class LossRecorder:
     def on_backward(self, loss: torch.Tensor) -> None:
         if loss.numel() != 1 or not loss.is_floating_point():
             return
-        value = loss.detach().float().reshape(())
+        value = loss.detach()
         if self._scaled is not None and self._scaled[0]() is loss:
             scale = getattr(self._scaled[1], "_scale", None)
             if scale is not None:
-                value = value / scale.reshape(())
+                value = value / scale
         self._sum = value if self._sum is None else self._sum + value
         self._count += 1
 
     def commit(self, slot: int) -> None:
-        """Store the mean loss of this step's backward calls into row ``slot``."""
-        if self._sum is None:
-            self.seen[slot] = False
-            return
-        if self.buf is None or self.buf.device != self._sum.device:
-            self.buf = torch.zeros(self.every, device=self._sum.device)
-        self.buf[slot] = self._sum / self._count
-        self.seen[slot] = True
+        """The loss of this step (the sum of its backward calls) goes to row ``slot``."""
+        self.values[slot], self.counts[slot] = self._sum, self._count
         self._sum, self._count = None, 0
 
     def take(self, rows: int):
-        import numpy as np
-        seen = np.array(self.seen[:rows], dtype=bool)
+        """(mean loss per step, whether the step had a loss) for the first ``rows`` rows."""
+        seen = np.array([c > 0 for c in self.counts[:rows]], dtype=bool)
         values = np.full(rows, np.nan)
-        if self.buf is not None and seen.any():
-            values[seen] = self.buf[:rows].cpu().numpy()[seen]
-        self.seen = [False] * self.every
+        if seen.any():
+            present = [v for v in self.values[:rows] if v is not None]
+            try:
+                stacked = torch.stack(present)
+            except RuntimeError:                   # mixed shapes/dtypes: () and (1,), bf16...
+                stacked = torch.stack([v.reshape(()).float() for v in present])
+            host = stacked.reshape(len(present)).float().cpu().numpy()
+            values[seen] = host / np.array(self.counts[:rows])[seen]
+        self.values, self.counts = [None] * self.every, [0] * self.every
         return values, seen

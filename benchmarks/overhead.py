@@ -1,0 +1,92 @@
+"""Training-step time with and without trainmedic's monitor (default settings).
+
+    python benchmarks/overhead.py                          # digits CNN on CPU
+    python benchmarks/overhead.py --model resnet50 --device cuda --batch 128 --bf16
+    python benchmarks/overhead.py --model small-cnn --device cuda
+
+Plain and watched runs alternate; each takes the median of several repeats of `--steps` steps
+after a warm-up, and the ratio watched/plain is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+import trainmedic
+from trainmedic.demo import DigitsCNN
+
+
+def build(name: str):
+    if name == "digits-cnn":
+        return DigitsCNN(), (1, 8, 8), 10
+    if name == "small-cnn":
+        model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1),
+                              nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(64, 64, 3, padding=1),
+                              nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+        return model, (3, 32, 32), 10
+    if name == "resnet50":
+        import torchvision
+        return torchvision.models.resnet50(), (3, 224, 224), 1000
+    raise SystemExit(f"--model {name!r}: expected digits-cnn, small-cnn or resnet50")
+
+
+def timed(model, opt, x, y, steps, bf16, device, watch):
+    monitor = trainmedic.watch(model, opt, on_finding=lambda f: None, run_dir="/tmp/trainmedic-bench") if watch else None
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+    for _ in range(10):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - t
+    if monitor is not None:
+        monitor.close()
+    return elapsed / steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="digits-cnn")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--bf16", action="store_true")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model, shape, classes = build(args.model)
+    model = model.to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(args.batch, *shape, device=device)
+    y = torch.randint(0, classes, (args.batch,), device=device)
+    plain, watched = [], []
+    for _ in range(args.repeats):
+        plain.append(timed(model, opt, x, y, args.steps, args.bf16, device, watch=False))
+        watched.append(timed(model, opt, x, y, args.steps, args.bf16, device, watch=True))
+    p, w = statistics.median(plain), statistics.median(watched)
+    print(f"model={args.model} device={args.device} batch={args.batch} bf16={args.bf16} "
+          f"torch={torch.__version__} threads={torch.get_num_threads()}")
+    print(f"plain   {p * 1e3:.3f} ms/step")
+    print(f"watched {w * 1e3:.3f} ms/step")
+    print(f"ratio   {w / p:.3f}x")
+
+
+if __name__ == "__main__":
+    main()
