@@ -1,0 +1,99 @@
+"""Initialisation: symmetric weights, activation scale through depth, loss at init."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+from trainmedic.checks.base import CheckContext, Skip, check
+from trainmedic.findings import Finding
+
+SCALE_DRIFT = 100.0     # activation std may change this much from the first to the last layer
+
+
+def _param_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in model.named_modules()
+            if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+
+
+@check("symmetric_weights", ["symmetric_weights"], cheap=True)
+def check_symmetric_weights(ctx: CheckContext):
+    layers = _param_layers(ctx.model)
+    bad = []
+    for i, (name, m) in enumerate(layers):
+        w = m.weight.detach()
+        if w.shape[0] < 2 or not m.weight.requires_grad:
+            continue
+        rows = w.reshape(w.shape[0], -1)
+        if bool((rows == rows[:1]).all()):
+            last_zero_head = i == len(layers) - 1 and not bool(w.any()) and len(layers) > 1
+            if not last_zero_head:        # a zero-initialised output layer is a known good trick
+                bad.append(name + ".weight")
+    if bad:
+        return [Finding.make("symmetric_weights",
+                             f"All output units of {', '.join(bad[:6])} start with identical "
+                             f"weights.", where=", ".join(bad[:3]), evidence={"parameters": bad})]
+    return None
+
+
+@check("bad_init_scale", ["bad_init_scale"])
+def check_bad_init_scale(ctx: CheckContext):
+    layers = _param_layers(ctx.model)
+    if len(layers) < 3:
+        raise Skip("fewer than 3 linear/conv layers")
+    model = copy.deepcopy(ctx.model).eval()
+    stds: dict[str, float] = {}
+    names = {id(m): n for n, m in model.named_modules()}
+    def record(mod, _args, out) -> None:
+        stds.setdefault(names[id(mod)], float(out.float().std()))
+    hooks = [m.register_forward_hook(record) for _, m in _param_layers(model)]
+    try:
+        with torch.no_grad():
+            model(ctx.train_batches()[0][0])
+    finally:
+        for h in hooks:
+            h.remove()
+    order = list(stds)
+    if len(order) < 3:
+        raise Skip("fewer than 3 layers ran in the forward pass")
+    first, last = stds[order[0]], stds[order[-1]]
+    ratio = last / max(first, 1e-30)
+    gains = {}
+    for name, m in _param_layers(ctx.model):
+        fan_in = m.weight[0].numel()
+        gains[name] = float(m.weight.detach().float().std() / math.sqrt(2.0 / fan_in))
+    if ratio < 1 / SCALE_DRIFT or ratio > SCALE_DRIFT:
+        direction = "collapses" if ratio < 1 else "explodes"
+        return [Finding.make("bad_init_scale",
+                             f"Activation scale {direction} with depth at initialisation: std "
+                             f"{first:.3g} after {order[0]} but {last:.3g} after {order[-1]} "
+                             f"({ratio:.3g}x). Weight std relative to He init ranges "
+                             f"{min(gains.values()):.3g}x to {max(gains.values()):.3g}x.",
+                             where=order[-1],
+                             evidence={"activation_std": stds, "weight_std_vs_he": gains})]
+    return None
+
+
+@check("loss_at_init_unexpected", ["loss_at_init_unexpected"], cheap=True)
+def check_loss_at_init(ctx: CheckContext):
+    task = ctx.task()
+    if task == "classification":
+        c = ctx.num_classes()
+        expected, what = math.log(c), f"ln {c}"
+    elif task == "binary":
+        expected, what = math.log(2), "ln 2"
+    else:
+        raise Skip("no reference value for this loss")
+    model = copy.deepcopy(ctx.model).eval()
+    with torch.no_grad():
+        losses = [float(ctx.loss_fn(model(x), y)) for x, y in ctx.train_batches()[:5]]
+    observed = sum(losses) / len(losses)
+    if observed > 1.5 * expected + 0.5 or observed < 0.3 * expected:
+        return [Finding.make("loss_at_init_unexpected",
+                             f"The loss at initialisation is {observed:.4g}; with balanced classes a "
+                             f"fresh model starts near {what} = {expected:.4g}.",
+                             evidence={"observed": observed, "expected": expected})]
+    return None
