@@ -69,3 +69,41 @@ def run_check(name: str, ctx: CheckContext) -> CheckResult:
         findings, status, reason = [], "error", f"{type(exc).__name__}: {exc}"
     return CheckResult(name, status, time.perf_counter() - start, reason, findings,
                        ctx.details.pop(name, {}))
+
+
+FACTORY_KEYS = ("model", "loss_fn", "train_loader", "optimizer", "val_loader", "batch_fn")
+
+
+def load_factory(target: str) -> dict[str, Any]:
+    """Import ``module:function`` or ``path/to/file.py:function``, call it, and return the
+    checkup arguments from the dict it returns (see FACTORY_KEYS)."""
+    import importlib
+    import importlib.util
+    import os
+    import sys
+
+    module_name, sep, func_name = target.rpartition(":")
+    if not sep or not module_name or not func_name:
+        raise ValueError(f"target={target!r} is not 'module:function' or 'file.py:function'")
+    if module_name.endswith(".py") or os.sep in module_name:
+        if not os.path.isfile(module_name):
+            raise FileNotFoundError(f"target={target!r}: {module_name} does not exist")
+        spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(module_name))[0], module_name)
+        module = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(module_name)))
+        spec.loader.exec_module(module)
+    else:
+        sys.path.insert(0, os.getcwd())
+        module = importlib.import_module(module_name)
+    parts = getattr(module, func_name)()
+    if not isinstance(parts, dict):
+        raise TypeError(f"{target} returned {type(parts).__name__}; expected a dict with keys "
+                        f"{', '.join(FACTORY_KEYS)} (model, loss_fn and train_loader required)")
+    extra = set(parts) - set(FACTORY_KEYS)
+    missing = {"model", "loss_fn", "train_loader"} - set(parts)
+    if extra or missing:
+        raise ValueError(f"{target} returned keys {sorted(parts)}; "
+                         + (f"unknown: {sorted(extra)}; " if extra else "")
+                         + (f"missing: {sorted(missing)}; " if missing else "")
+                         + f"expected {', '.join(FACTORY_KEYS)}")
+    return parts

@@ -50,6 +50,38 @@ def demo(bug, epochs, run_dir) -> None:
     run_demo(bug, epochs=epochs, run_dir=run_dir)
 
 
+@main.command(name="checkup")
+@click.argument("target")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the JSON report here.")
+@click.option("--check", "checks", multiple=True, help="Run only this check (repeatable).")
+@click.option("--skip", multiple=True, help="Skip this check (repeatable).")
+@click.option("--fail-on", type=click.Choice(["error", "warning"]),
+              help="Exit with code 3 when a finding of this severity or worse was reported.")
+def checkup_cmd(target, json_path, checks, skip, fail_on) -> None:
+    """Run the checkup battery on TARGET, a factory 'module:function' or 'path/file.py:function'.
+
+    The factory takes no arguments and returns a dict with the keys model, loss_fn and
+    train_loader, and optionally optimizer, val_loader and batch_fn (batch -> (inputs, target))."""
+    from trainmedic.checkup import checkup, load_factory
+    from trainmedic.report.terminal import format_checks
+    try:
+        parts = load_factory(target)
+    except (ValueError, ImportError, FileNotFoundError, AttributeError, TypeError) as exc:
+        raise click.BadParameter(str(exc), param_hint="TARGET") from None
+    report = checkup(**parts, checks=list(checks) or None, skip=skip,
+                     on_result=lambda r: click.echo(f"  {r.name}: {r.status}", err=True))
+    report.run["target"] = target
+    click.echo(format_checks(report))
+    for f in report.findings:
+        from trainmedic.report.terminal import format_finding
+        click.echo(format_finding(f))
+    if json_path:
+        report.write_json(json_path)
+        click.echo(f"report written to {json_path}")
+    if fail_on and report.at_least(fail_on):
+        sys.exit(3)
+
+
 @main.command()
 def ids() -> None:
     """List every finding id with its severity and title."""

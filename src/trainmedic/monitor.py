@@ -35,7 +35,12 @@ from trainmedic.quantities.parameters import UpdateSampler, symmetric_rows
 MAX_EVERY = 10_000            # the per-step buffers hold one window of this many rows
 DENSE_TICKS = 10              # the first reads come every `every` steps, later ones 4x sparser
 SPARSE_FACTOR = 4
-SYMMETRY_CHECK_AFTER = 10     # steps of training before identical rows count as a fault
+SYMMETRY_CHECK_AFTER = 10
+# Checks of the checkup cheap enough for the first batch of a watched run.
+# (params_not_in_optimizer is left to the runtime detector: a second optimizer may not have
+# stepped yet at the first batch.)
+FIRST_BATCH_CHECKS = ("nonfinite_input", "input_not_normalized", "label_out_of_range",
+                      "loss_at_init_unexpected")     # steps of training before identical rows count as a fault
 
 
 class Monitor:
@@ -44,7 +49,8 @@ class Monitor:
     def __init__(self, models: Iterable[torch.nn.Module] = (),
                  optimizers: Iterable[torch.optim.Optimizer] = (), *, every: int = 25,
                  run_dir: "str | os.PathLike[str] | None" = None, name: str | None = None,
-                 on_finding: Callable[[Finding], None] | None = None, discover: bool = False) -> None:
+                 on_finding: Callable[[Finding], None] | None = None, discover: bool = False,
+                 first_batch_checks: bool = True) -> None:
         if not isinstance(every, int) or isinstance(every, bool) or not 1 <= every <= MAX_EVERY:
             raise ValueError(f"every={every!r} is not a valid schedule; expected an int from 1 "
                              f"to {MAX_EVERY} (steps between host reads)")
@@ -62,6 +68,8 @@ class Monitor:
         self.run_dir = os.fspath(run_dir) if run_dir is not None else None
         self.on_finding = on_finding if on_finding is not None else _print_finding
         self.discover = discover
+        self._first_batch: tuple[torch.nn.Module, Any] | None = None
+        self._first_checks_pending = first_batch_checks
         self.guard = Guard()
         self.table = ParamTable()
         self.run = RunState(self.table)
@@ -73,6 +81,7 @@ class Monitor:
         self.stale = StaleGradCounter()
         self.updates = UpdateSampler()
         self.sampler = ActivationSampler(self.guard)
+        self.sampler.on_first_loss = self.guard.wrap("first-batch checks", self._first_batch_checks)
         self.slot = 0
         self.step = 0
         self.primary: int | None = None
@@ -150,21 +159,26 @@ class Monitor:
         return k
 
     # -- events (all guarded: nothing raised here may reach the user's code) ---------------------
-    def _on_any_forward(self, module: torch.nn.Module, _args: Any) -> None:
+    def _on_any_forward(self, module: torch.nn.Module, args: Any) -> None:
         if self.active:
-            self.guard.call("model discovery", self._discover, module)
+            self.guard.call("model discovery", self._discover, module, args)
 
-    def _discover(self, module: torch.nn.Module) -> None:
+    def _discover(self, module: torch.nn.Module, args: Any) -> None:
         if id(module) in self.sampler.names:
             return
         if any(p.requires_grad for p in module.parameters()):
             self.add_model(module)
+            # This call's own hooks were collected before the model was known: treat it as
+            # the model's first forward here, so the first step is sampled too.
+            self.guard.call("activation sampling", self._on_root_pre, module, args)
 
     def _on_root_pre(self, module: torch.nn.Module, _args: Any) -> None:
         if self.sampler.recording:
             self.sampler.end()
         if (self.active and self.sampler.due and module.training and torch.is_grad_enabled()
                 and not torch.compiler.is_compiling()):
+            if self._first_checks_pending and self._first_batch is None and _args:
+                self._first_batch = (module, _args[0])
             self.sampler.begin(module)
 
     def _on_root_post(self, module: torch.nn.Module, _args: Any, output: Any) -> None:
@@ -185,6 +199,8 @@ class Monitor:
         self.guard.call("loss", self.loss.on_backward, loss)
 
     def _on_backward_end(self, loss: torch.Tensor) -> None:
+        if self.active and self._first_checks_pending:   # no known loss function was called
+            self.guard.call("first-batch checks", self._first_batch_checks)
         if self.active and not self.table.optimizers:
             # No optimizer (manual updates): a step is one backward; measure grads right away.
             self.guard.call("gradients", self.grads.record, self.table.params,
@@ -197,6 +213,8 @@ class Monitor:
 
     def _pre_step(self, opt: torch.optim.Optimizer) -> None:
         k = self.add_optimizer(opt)
+        if self._first_checks_pending:                   # no known loss function was called
+            self.guard.call("first-batch checks", self._first_batch_checks)
         self._pending_manual_step = False
         if self.sampler.recording:
             self.sampler.end()
@@ -293,6 +311,41 @@ class Monitor:
                 if verdict.where is not None:
                     known.where = verdict.where
 
+    def _first_batch_checks(self) -> None:
+        """The checkup's cheap checks on the first training batch, from what the first sampled
+        step already captured (the model's input, the loss call's input and target): no model
+        copy, no extra forward."""
+        self._first_checks_pending = False
+        if self._first_batch is None:
+            return
+        from trainmedic.checks.base import CheckContext
+        from trainmedic.checkup import run_check
+        from trainmedic.quantities.activations import LOSSES
+        model, x = self._first_batch
+        self._first_batch = None
+        name, out, y = self.sampler.first_loss or ("", None, None)
+        self.sampler.first_loss = None
+        loss_fn = next((f for f, n in LOSSES.items() if n == name), None)
+        ctx = CheckContext(model=model, loss_fn=loss_fn or _no_loss,
+                           optimizer=self.table.optimizers[self.primary] if self.primary is not None else None)
+        ctx._train = [(x, y)]
+        ctx._out = out
+        checks = list(FIRST_BATCH_CHECKS)
+        if loss_fn is not None and out is not None and y is not None:
+            ctx.loss_inputs = (out, y)
+        else:
+            checks.remove("loss_at_init_unexpected")
+        results = []
+        for check in checks:
+            r = run_check(check, ctx)
+            results.append(r.to_dict())
+            for f in r.findings:
+                if f.id not in self.findings:
+                    f.step = 0
+                    self.findings[f.id] = f
+                    self.guard.call("printing findings", self.on_finding, f)
+        self.extra_run_info["first_batch_checks"] = results
+
     def _note(self, finding_id: str, message: str) -> None:
         if finding_id not in self.findings:
             f = Finding.make(finding_id, message, step=self.step)
@@ -388,6 +441,10 @@ def watch(model: "torch.nn.Module | Iterable[torch.nn.Module] | None" = None,
     opts = [] if optimizer is None else (
         [optimizer] if isinstance(optimizer, torch.optim.Optimizer) else list(optimizer))
     return Monitor(models, opts, every=every, run_dir=run_dir, name=name, on_finding=on_finding)
+
+
+def _no_loss(_output: Any, _target: Any) -> None:
+    return None
 
 
 def _floats(values: list[Any]):

@@ -100,9 +100,11 @@ class CheckContext:
     batch_fn: Callable[[Any], tuple[Any, Any]] = split_batch
     max_batches: int = 20
     details: dict[str, Any] = field(default_factory=dict)   # per check name, shown in the report
+    loss_inputs: tuple[Any, Any] | None = None    # (input, target) of a captured real loss call
     _train: list[tuple[Any, Any]] | None = None
     _val: list[tuple[Any, Any]] | None = None
     _out: Any = None
+    _init_losses: list[float] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -119,7 +121,7 @@ class CheckContext:
         return out
 
     def train_batches(self) -> list[tuple[Any, Any]]:
-        if self.train_loader is None:
+        if self._train is None and self.train_loader is None:
             raise Skip("no train_loader given")
         if self._train is None:
             self._train = self._take(self.train_loader, self.max_batches)
@@ -159,6 +161,18 @@ class CheckContext:
                 raise Skip("the model's output holds no floating tensor")
             self._out = out.float()
         return self._out
+
+    def initial_losses(self) -> list[float]:
+        """The loss at initialisation: from ``loss_inputs`` when a real loss call was captured,
+        else from a copy of the model (eval mode) on up to five training batches."""
+        if self._init_losses is None:
+            with torch.no_grad():
+                if self.loss_inputs is not None:
+                    self._init_losses = [float(self.loss_fn(*self.loss_inputs))]
+                else:
+                    model = copy.deepcopy(self.model).eval()
+                    self._init_losses = [float(self.loss_fn(model(x), y)) for x, y in self.train_batches()[:5]]
+        return self._init_losses
 
     def num_classes(self) -> int:
         out = self.output_at_init()

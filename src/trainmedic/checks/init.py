@@ -11,7 +11,7 @@ from torch import nn
 from trainmedic.checks.base import CheckContext, Skip, check
 from trainmedic.findings import Finding
 
-SCALE_DRIFT = 100.0     # activation std may change this much from the first to the last layer
+SCALE_DRIFT = 100.0     # activation std may change this much between the first and any later layer
 
 
 def _param_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -21,17 +21,18 @@ def _param_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 @check("symmetric_weights", ["symmetric_weights"], cheap=True)
 def check_symmetric_weights(ctx: CheckContext):
-    layers = _param_layers(ctx.model)
-    bad = []
-    for i, (name, m) in enumerate(layers):
+    """Identical rows of a non-zero constant, or several all-zero layers. A single all-zero
+    layer is a deliberate technique (zero-initialised head, LoRA's B, residual branch) whose
+    symmetry other layers break; the training monitor catches it if it persists."""
+    constant, zero = [], []
+    for name, m in _param_layers(ctx.model):
         w = m.weight.detach()
         if w.shape[0] < 2 or not m.weight.requires_grad:
             continue
         rows = w.reshape(w.shape[0], -1)
         if bool((rows == rows[:1]).all()):
-            last_zero_head = i == len(layers) - 1 and not bool(w.any()) and len(layers) > 1
-            if not last_zero_head:        # a zero-initialised output layer is a known good trick
-                bad.append(name + ".weight")
+            (constant if bool(w.any()) else zero).append(name + ".weight")
+    bad = constant + (zero if len(zero) >= 2 else [])
     if bad:
         return [Finding.make("symmetric_weights",
                              f"All output units of {', '.join(bad[:6])} start with identical "
@@ -59,7 +60,11 @@ def check_bad_init_scale(ctx: CheckContext):
     order = list(stds)
     if len(order) < 3:
         raise Skip("fewer than 3 layers ran in the forward pass")
-    first, last = stds[order[0]], stds[order[-1]]
+    first = stds[order[0]]
+    lo = min(order[1:], key=stds.get)
+    hi = max(order[1:], key=stds.get)
+    last = stds[lo] if stds[lo] < first / SCALE_DRIFT else stds[hi]
+    where = lo if stds[lo] < first / SCALE_DRIFT else hi
     ratio = last / max(first, 1e-30)
     gains = {}
     for name, m in _param_layers(ctx.model):
@@ -69,10 +74,10 @@ def check_bad_init_scale(ctx: CheckContext):
         direction = "collapses" if ratio < 1 else "explodes"
         return [Finding.make("bad_init_scale",
                              f"Activation scale {direction} with depth at initialisation: std "
-                             f"{first:.3g} after {order[0]} but {last:.3g} after {order[-1]} "
+                             f"{first:.3g} after {order[0]} but {last:.3g} after {where} "
                              f"({ratio:.3g}x). Weight std relative to He init ranges "
                              f"{min(gains.values()):.3g}x to {max(gains.values()):.3g}x.",
-                             where=order[-1],
+                             where=where,
                              evidence={"activation_std": stds, "weight_std_vs_he": gains})]
     return None
 
@@ -87,9 +92,7 @@ def check_loss_at_init(ctx: CheckContext):
         expected, what = math.log(2), "ln 2"
     else:
         raise Skip("no reference value for this loss")
-    model = copy.deepcopy(ctx.model).eval()
-    with torch.no_grad():
-        losses = [float(ctx.loss_fn(model(x), y)) for x, y in ctx.train_batches()[:5]]
+    losses = ctx.initial_losses()
     observed = sum(losses) / len(losses)
     if observed > 1.5 * expected + 0.5 or observed < 0.3 * expected:
         return [Finding.make("loss_at_init_unexpected",

@@ -222,7 +222,7 @@ def check_regularization(ctx: CheckContext):
     rises = sweep[0.0] <= sweep[1.0] * 1.05 <= sweep[10.0] * 1.1
     evidence = {"weight_decay": wd, "reg_term": reg, "data_loss": data, "reg_to_loss": reg / max(data, 1e-12),
                 "loss_by_strength": {f"{k}x": v for k, v in sweep.items()}, "loss_rises_with_strength": rises}
-    ctx.details["regularization"] = evidence
+    ctx.details["regularization_dominates"] = evidence
     if (not decoupled and reg >= data) or sweep[1.0] > 1.5 * sweep[0.0] + 1e-3:
         return [Finding.make("regularization_dominates",
                              f"With weight_decay={wd:g} the penalty 0.5*wd*|w|^2 = {reg:.4g} vs a data loss "

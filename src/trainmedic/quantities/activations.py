@@ -10,7 +10,7 @@ mode is absent on all other steps, so the hot path pays nothing.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -43,14 +43,15 @@ class _Mode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
         s = self.sampler
-        if s.recording and not s.busy:
+        if func in LOSSES and s.recording and not s.busy:
+            # before the call: a loss that is about to crash (labels out of range) is explained
+            s.guard.call("loss-input checks", s.observe_loss, LOSSES[func], args, kwargs)
+        out = func(*args, **kwargs)
+        if s.recording and not s.busy and s.in_forward:
             kind = KIND.get(func)
-            if kind is not None and s.in_forward:
+            if kind is not None:
                 s.guard.call("activation statistics", s.observe_activation, kind, out)
-            elif func in LOSSES:
-                s.guard.call("loss-input checks", s.observe_loss, LOSSES[func], args, kwargs)
         return out
 
 
@@ -83,6 +84,8 @@ class ActivationSampler:
         self.layer_order: list[str] = []
         self.predictions: list[dict[str, torch.Tensor]] = []
         self.loss_issues: dict[str, dict[str, Any]] = {}
+        self.first_loss: tuple[str, Any, Any] | None = None   # (name, input, target) of the first loss call
+        self.on_first_loss: Callable[[], None] | None = None
         self._stack: list[str] = []
         self._counts: dict[tuple[str, str], int] = {}
         self._param_calls = 0
@@ -192,6 +195,10 @@ class ActivationSampler:
     def observe_loss(self, name: str, args: tuple, kwargs: dict) -> None:
         x = args[0] if args else kwargs.get("input")
         target = args[1] if len(args) > 1 else kwargs.get("target")
+        if self.first_loss is None and torch.is_tensor(x):
+            self.first_loss = (name, x.detach(), target.detach() if torch.is_tensor(target) else target)
+            if self.on_first_loss is not None:
+                self.on_first_loss()
         if not torch.is_tensor(x) or not x.is_floating_point() or x.numel() == 0:
             return
         self.busy = True

@@ -33,3 +33,17 @@ def format_report(report: Report, width: int = 100) -> str:
     if run.get("disabled"):
         lines.append("  trainmedic disabled after internal errors: " + ", ".join(run["disabled"]))
     return "\n".join(lines)
+
+
+def format_checks(report: Report) -> str:
+    """The checkup as a table: check, status, time, findings or the reason it was skipped."""
+    rows = report.run.get("checks", [])
+    lines = [f"{'check':<28} {'status':<8} {'time':>7}  result", "-" * 78]
+    for c in rows:
+        result = ", ".join(c["findings"]) or c["reason"]
+        lines.append(f"{c['name']:<28} {c['status']:<8} {c['seconds']:>6.2f}s  {result}")
+    counts = {s: sum(c["status"] == s for c in rows) for s in ("passed", "failed", "skipped", "error")}
+    lines.append("-" * 78)
+    lines.append(", ".join(f"{n} {s}" for s, n in counts.items()) +
+                 f" in {report.run.get('duration_s', 0):.1f}s")
+    return "\n".join(lines)
