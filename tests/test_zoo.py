@@ -39,8 +39,9 @@ def test_zoo_covers_every_detector_and_enough_clean_programs():
 @pytest.mark.parametrize("name", PROGRAMS)
 def test_watch(name, tmp_path):
     mod = importlib.import_module(name)
+    goal = getattr(mod, "GOAL", None)
     with contextlib.redirect_stdout(io.StringIO()):
-        monitor = mod.main(watch=lambda m, o: trainmedic.watch(m, o, run_dir=tmp_path,
+        monitor = mod.main(watch=lambda m, o: trainmedic.watch(m, o, run_dir=tmp_path, goal=goal,
                                                                on_finding=lambda f: None))
         report = monitor.report()
     _check(name, report)
@@ -48,7 +49,8 @@ def test_watch(name, tmp_path):
 
 @pytest.mark.parametrize("name", PROGRAMS)
 def test_runner(name, tmp_path, capsys):
-    code = run_script(os.path.join(ZOO, name + ".py"), json_path=str(tmp_path / "r.json"))
+    goal = getattr(importlib.import_module(name), "GOAL", None)
+    code = run_script(os.path.join(ZOO, name + ".py"), json_path=str(tmp_path / "r.json"), goal=goal)
     assert code == 0
     report = trainmedic.Report.read_json(tmp_path / "r.json")
     _check(name, report)

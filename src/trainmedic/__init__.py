@@ -9,6 +9,7 @@ from trainmedic._version import __version__
 from trainmedic.catalog import CATALOG
 from trainmedic.findings import Finding, Report, Severity
 from trainmedic.checkup import checkup
+from trainmedic.early_stopping import EarlyStopping
 from trainmedic.monitor import Monitor, watch
 
-__all__ = ["CATALOG", "Finding", "Monitor", "Report", "Severity", "__version__", "checkup", "watch"]
+__all__ = ["CATALOG", "EarlyStopping", "Finding", "Monitor", "Report", "Severity", "__version__", "checkup", "watch"]

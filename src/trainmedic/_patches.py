@@ -1,13 +1,17 @@
 """Process-wide instrumentation shared by all active monitors: ``Tensor.backward`` (to see the
-loss) and ``GradScaler.scale`` (to unscale it). Installed while at least one monitor is active,
-restored exactly when the last one closes."""
+loss), ``GradScaler.scale`` (to unscale it) and the loss functions of ``torch.nn.functional``
+(to see validation losses; ``nn.CrossEntropyLoss`` and friends call them). Installed while at
+least one monitor is active, restored exactly when the last one closes."""
 
 from __future__ import annotations
 
 import functools
 
 import torch
+import torch.nn.functional as F
 
+LOSS_FUNCTIONS = ("cross_entropy", "nll_loss", "binary_cross_entropy_with_logits",
+                  "binary_cross_entropy", "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss")
 _active: list = []
 _originals: dict[str, object] = {}
 
@@ -58,7 +62,28 @@ def _install() -> None:
         scaler_cls.scale = patched_scale
 
 
+    for name in LOSS_FUNCTIONS:
+        _originals[name] = getattr(F, name)
+        setattr(F, name, _wrap_loss(name, _originals[name]))
+
+
+def _wrap_loss(name: str, fn):
+    @functools.wraps(fn)
+    def loss_function(*args, **kwargs):
+        result = fn(*args, **kwargs)
+        if _active and (not torch.is_grad_enabled() or any(m.validation.eval_forward for m in _active)):
+            output = args[0] if args else kwargs.get("input")
+            target = args[1] if len(args) > 1 else kwargs.get("target")
+            for m in list(_active):
+                m._on_eval_loss(name, output, target, result)
+        return result
+    return loss_function
+
+
 def _uninstall() -> None:
+    for name in LOSS_FUNCTIONS:
+        if name in _originals:
+            setattr(F, name, _originals.pop(name))
     if "backward" in _originals:
         torch.Tensor.backward = _originals.pop("backward")
     if "scale" in _originals:

@@ -28,15 +28,22 @@ def main() -> None:
               help="Steps between host reads of the statistics.")
 @click.option("--run-dir", type=click.Path(file_okay=False),
               help="Folder for the run's files (default: trainmedic-runs/<timestamp>-<script>).")
+@click.option("--goal", help="A target such as 'val_acc>=0.95': the report shows the gap and why.")
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
-def run(json_path, html_path, fail_on, every, run_dir, script, script_args) -> None:
+def run(json_path, html_path, fail_on, every, run_dir, goal, script, script_args) -> None:
     """Run SCRIPT (with its own arguments) as python would, watched by trainmedic."""
     if html_path is not None:
         raise click.UsageError("--html is reserved: HTML reports are not available yet")
+    from trainmedic.goals import Goal
     from trainmedic.runner import run_script
+    if goal is not None:
+        try:
+            Goal.parse(goal)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--goal") from None
     sys.exit(run_script(script, list(script_args), json_path=json_path, fail_on=fail_on,
-                        every=every, run_dir=run_dir))
+                        every=every, run_dir=run_dir, goal=goal))
 
 
 @main.command()

@@ -96,6 +96,8 @@ class RunState:
     loss_inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     symmetric: dict[int, bool] = field(default_factory=dict)
     layer_order: list[str] = field(default_factory=list)     # parameterised modules, forward order
+    epochs: list[dict[str, Any]] = field(default_factory=list)  # one record per validation phase
+    goal: Any = None                                          # trainmedic.goals.Goal or None
     unowned_with_grad: set[int] = field(default_factory=set)  # got a gradient, in no optimizer
     lr_max: float = 0.0
     _smoothed: tuple[np.ndarray, np.ndarray] | None = None

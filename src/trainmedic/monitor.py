@@ -19,6 +19,7 @@ import time
 import weakref
 from typing import Any, Callable, Iterable
 
+import numpy as np
 import torch
 
 from trainmedic import _patches
@@ -31,6 +32,8 @@ from trainmedic.quantities.activations import ActivationSampler
 from trainmedic.quantities.gradients import GradNormRecorder, StaleGradCounter
 from trainmedic.quantities.loss import LossRecorder
 from trainmedic.quantities.parameters import UpdateSampler, symmetric_rows
+from trainmedic.goals import Goal, assess
+from trainmedic.validation import ValidationTracker
 
 MAX_EVERY = 10_000            # the per-step buffers hold one window of this many rows
 DENSE_TICKS = 10              # the first reads come every `every` steps, later ones 4x sparser
@@ -50,7 +53,7 @@ class Monitor:
                  optimizers: Iterable[torch.optim.Optimizer] = (), *, every: int = 25,
                  run_dir: "str | os.PathLike[str] | None" = None, name: str | None = None,
                  on_finding: Callable[[Finding], None] | None = None, discover: bool = False,
-                 first_batch_checks: bool = True) -> None:
+                 first_batch_checks: bool = True, goal: "str | None" = None) -> None:
         if not isinstance(every, int) or isinstance(every, bool) or not 1 <= every <= MAX_EVERY:
             raise ValueError(f"every={every!r} is not a valid schedule; expected an int from 1 "
                              f"to {MAX_EVERY} (steps between host reads)")
@@ -61,6 +64,7 @@ class Monitor:
         for opt in optimizers:
             if not isinstance(opt, torch.optim.Optimizer):
                 raise TypeError(f"optimizer={opt!r} is not a torch.optim.Optimizer")
+        self.goal = Goal.parse(goal) if goal is not None else None
         self.every = every
         self.interval = every
         window = min(every * SPARSE_FACTOR, MAX_EVERY)
@@ -72,7 +76,7 @@ class Monitor:
         self._first_checks_pending = first_batch_checks
         self.guard = Guard()
         self.table = ParamTable()
-        self.run = RunState(self.table)
+        self.run = RunState(self.table, goal=self.goal)
         self.detectors = default_detectors()
         self.findings: dict[str, Finding] = {}
         self.models: list[torch.nn.Module] = []
@@ -81,6 +85,7 @@ class Monitor:
         self.stale = StaleGradCounter()
         self.updates = UpdateSampler()
         self.sampler = ActivationSampler(self.guard)
+        self.validation = ValidationTracker()
         self.sampler.on_first_loss = self.guard.wrap("first-batch checks", self._first_batch_checks)
         self.slot = 0
         self.step = 0
@@ -175,6 +180,7 @@ class Monitor:
     def _on_root_pre(self, module: torch.nn.Module, _args: Any) -> None:
         if self.sampler.recording:
             self.sampler.end()
+        self.validation.on_root_forward(module, _args)
         if (self.active and self.sampler.due and module.training and torch.is_grad_enabled()
                 and not torch.compiler.is_compiling()):
             if self._first_checks_pending and self._first_batch is None and _args:
@@ -184,6 +190,17 @@ class Monitor:
     def _on_root_post(self, module: torch.nn.Module, _args: Any, output: Any) -> None:
         if self.sampler.in_forward:
             self.sampler.forward_done(output)
+
+    def _on_eval_loss(self, name: str, output: Any, target: Any, loss: Any) -> None:
+        if self.active:
+            self.guard.call("validation tracking", self.validation.on_loss_call, name, output, target, loss)
+
+    def _close_validation_phase(self) -> None:
+        acc = self.sampler.train_acc
+        self.sampler.train_acc = []
+        train_acc = float(torch.stack(acc).mean()) if acc else None
+        train_loss = self.loss.take_epoch()
+        self.validation.close_phase(self.step, np.array([] if train_loss is None else [train_loss]), train_acc)
 
     def _on_scaled_loss(self, scaled: torch.Tensor, scaler: Any) -> None:
         if self.active:
@@ -213,6 +230,9 @@ class Monitor:
 
     def _pre_step(self, opt: torch.optim.Optimizer) -> None:
         k = self.add_optimizer(opt)
+        if self.validation.open:
+            self.guard.call("validation tracking", self._close_validation_phase)
+        self.validation.eval_forward = False
         if self._first_checks_pending:                   # no known loss function was called
             self.guard.call("first-batch checks", self._first_batch_checks)
         self._pending_manual_step = False
@@ -290,6 +310,7 @@ class Monitor:
             self.run.unowned_with_grad |= {
                 i for i, p in enumerate(self.table.params) if i not in owned and p.grad is not None}
         self.run.layer_order = list(self.sampler.layer_order)
+        self.run.epochs = self.validation.epochs
         self.run.ingest(tick)
 
     def _run_detectors(self, final: bool) -> None:
@@ -363,6 +384,8 @@ class Monitor:
             self.guard.call("activation sampling", self.sampler.end)
         if self._pending_manual_step:
             self.guard.call("step clock", self._advance)
+        if self.validation.open:
+            self.guard.call("validation tracking", self._close_validation_phase)
         if self.slot or self._ticks == 0:
             self._tick(final=True)
         else:
@@ -374,6 +397,15 @@ class Monitor:
         self.stale.remove()
         _patches.deactivate(self)
         atexit.unregister(self._atexit)
+
+    def log_val(self, loss: float | None = None, **metrics: float) -> None:
+        """Record a validation result computed by your own code (closes an epoch), e.g.
+        ``monitor.log_val(loss=0.31, acc=0.92)``; keys become ``val_<name>``."""
+        record = {"epoch": len(self.validation.epochs) + 1, "step": self.step,
+                  "val_loss": None if loss is None else float(loss),
+                  "train_loss": self.loss.take_epoch(), "train_acc": None}
+        record.update({f"val_{k}": float(v) for k, v in metrics.items()})
+        self.validation.epochs.append(record)
 
     def report(self, path: "str | os.PathLike[str] | None" = None, *, close: bool = True) -> Report:
         """The findings so far as a Report, also written as JSON to ``path`` (default:
@@ -404,7 +436,32 @@ class Monitor:
                 "optimizers": [type(o).__name__ for o in self.table.optimizers],
                 "parameters": int(sum(p.numel() for p in self.table.params)),
                 "disabled": dict(self.guard.disabled), "argv": list(sys.argv),
-                **self.extra_run_info}
+                **self._generalisation_info(), **self.extra_run_info}
+
+    def _generalisation_info(self) -> dict[str, Any]:
+        """Per-epoch curves, best epoch, goal and diagnosis, metrics, worst mistakes."""
+        epochs = self.validation.epochs
+        out: dict[str, Any] = {"epochs": epochs}
+        scored = [e for e in epochs if e.get("val_loss") is not None]
+        if scored:
+            out["best_epoch"] = min(scored, key=lambda e: e["val_loss"])["epoch"]
+        if self.goal is not None:
+            out["goal"] = assess(self.goal, epochs)
+        preds = self.validation.last_predictions
+        if preds is not None:
+            try:
+                from trainmedic.metrics import classification
+                out["metrics"] = classification(preds["target"], preds["pred"], confidence=preds["confidence"])
+            except ImportError:
+                out["metrics"] = {"skipped": "scikit-learn is not installed (pip install trainmedic[metrics])"}
+            wrong = np.nonzero(preds["pred"] != preds["target"])[0]
+            confident = wrong[np.argsort(-preds["confidence"][wrong])][:8]
+            out["worst_mistakes"] = {
+                "lowest_true_class_probability": self.validation.worst,
+                "most_confident_wrong": [{"index": int(i), "predicted": int(preds["pred"][i]),
+                                          "target": int(preds["target"][i]),
+                                          "confidence": float(preds["confidence"][i])} for i in confident]}
+        return out
 
     def _finish_at_exit(self) -> None:
         """Interpreter exit without report(): an exception or Ctrl-C ended the script."""
@@ -430,17 +487,19 @@ class Monitor:
 def watch(model: "torch.nn.Module | Iterable[torch.nn.Module] | None" = None,
           optimizer: "torch.optim.Optimizer | Iterable[torch.optim.Optimizer] | None" = None, *,
           every: int = 25, run_dir: "str | os.PathLike[str] | None" = None,
-          name: str | None = None, on_finding: Callable[[Finding], None] | None = None) -> Monitor:
+          name: str | None = None, on_finding: Callable[[Finding], None] | None = None,
+          goal: str | None = None) -> Monitor:
     """Start watching ``model`` trained by ``optimizer`` (each may be one object or a list).
 
     ``every``: steps between host reads, the detectors' schedule (after the first 10 reads,
     4x sparser so long runs pay less). ``run_dir``: where the report
     is written (default ``./trainmedic-runs/<timestamp>-<name>``). ``on_finding``: called once
-    per new finding (default: print it to stderr)."""
+    per new finding (default: print it to stderr). ``goal``: e.g. ``"val_acc>=0.95"``; the report
+    then shows the gap and where it comes from."""
     models = [] if model is None else [model] if isinstance(model, torch.nn.Module) else list(model)
     opts = [] if optimizer is None else (
         [optimizer] if isinstance(optimizer, torch.optim.Optimizer) else list(optimizer))
-    return Monitor(models, opts, every=every, run_dir=run_dir, name=name, on_finding=on_finding)
+    return Monitor(models, opts, every=every, run_dir=run_dir, name=name, on_finding=on_finding, goal=goal)
 
 
 def _no_loss(_output: Any, _target: Any) -> None:

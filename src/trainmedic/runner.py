@@ -65,7 +65,8 @@ class _FindingPrinter:
 
 
 def run_script(script: str, args: list[str] | tuple[str, ...] = (), *, json_path: str | None = None,
-               fail_on: str | None = None, every: int = 25, run_dir: str | None = None) -> int:
+               fail_on: str | None = None, every: int = 25, run_dir: str | None = None,
+               goal: str | None = None) -> int:
     """Run ``script`` under a Monitor; returns the exit code ``python script`` would have had
     (or FAIL_ON_EXIT_CODE when ``fail_on`` is set and a finding reaches that severity)."""
     if not os.path.isfile(script):
@@ -75,7 +76,7 @@ def run_script(script: str, args: list[str] | tuple[str, ...] = (), *, json_path
     real_out, real_err = sys.stdout, sys.stderr
     printer = _FindingPrinter(real_out, real_err)
     name = os.path.splitext(os.path.basename(script))[0]
-    monitor = Monitor(every=every, run_dir=run_dir, name=name, on_finding=printer, discover=True)
+    monitor = Monitor(every=every, run_dir=run_dir, name=name, on_finding=printer, discover=True, goal=goal)
     saved_argv, saved_path0 = sys.argv, sys.path[0] if sys.path else None
     sys.argv = [script, *args]
     script_dir = os.path.dirname(os.path.abspath(script))

@@ -6,6 +6,7 @@
 from trainmedic.detectors.activations import (ConstantPredictions, DeadRelu, LossInputMismatch,
                                               SaturatedActivation)
 from trainmedic.detectors.base import Detector, Verdict
+from trainmedic.detectors.generalization import EvalInTrainMode, LabelNoise, Overfitting, Underfitting
 from trainmedic.detectors.gradients import (ExplodingGradient, GradsNotCleared, NonfiniteGradient,
                                             VanishingGradient)
 from trainmedic.detectors.learning_rate import (LearningRateTooHigh, LearningRateTooLow,
@@ -22,7 +23,7 @@ def default_detectors() -> list[Detector]:
             SymmetricWeights(), DeadRelu(), SaturatedActivation(), ConstantPredictions(),
             LossInputMismatch(), VanishingGradient(), ExplodingGradient(),
             RegularizationDominates(), LrScheduleCollapsed(), LearningRateTooLow(),
-            LearningRateTooHigh()]
+            LearningRateTooHigh(), Overfitting(), LabelNoise(), EvalInTrainMode(), Underfitting()]
 
 
 __all__ = ["Detector", "Verdict", "default_detectors"]

@@ -64,6 +64,11 @@ class ConstantPredictions(Detector):
     id = "constant_predictions"
 
     def evaluate(self, run, reported, final):
+        val = [e for e in run.epochs if e.get("val_top_class_share") is not None]
+        if len(val) >= 2 and all(e["val_top_class_share"] >= 1.0 and e["val_samples"] >= 16 for e in val[-2:]):
+            return Verdict(f"On validation the model predicts one class for all {val[-1]['val_samples']} "
+                           f"samples in the last two evaluations.", where="validation",
+                           evidence={"val_top_class_share": 1.0, "epochs": [e["epoch"] for e in val[-2:]]})
         preds = [p for row in run.ticks.rows[-16:] if row["step"] >= 20
                  for p in (row.get("predictions") or [])]
         if len(preds) < 3:

@@ -28,6 +28,13 @@ _REGRESSION_LOSSES = (F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss)
 LOSSES = {F.cross_entropy: "cross_entropy", F.nll_loss: "nll_loss",
           F.binary_cross_entropy_with_logits: "binary_cross_entropy_with_logits",
           **{f: f.__name__ for f in _REGRESSION_LOSSES}}
+LOSS_NAMES = set(LOSSES.values())
+
+
+def loss_name(func: Any) -> str | None:
+    """The name of a torch.nn.functional loss (also when trainmedic has wrapped it)."""
+    name = getattr(func, "__name__", None)
+    return name if name in LOSS_NAMES and getattr(func, "__module__", "") == "torch.nn.functional" else None
 
 # Saturated: the local derivative is below 2.7% of its peak, i.e. |pre-activation| >= 5 for
 # sigmoid and >= 2.5 for tanh; measured on outputs so in-place calls are covered too.
@@ -44,9 +51,10 @@ class _Mode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         s = self.sampler
-        if func in LOSSES and s.recording and not s.busy:
+        name = loss_name(func) if s.recording and not s.busy else None
+        if name is not None:
             # before the call: a loss that is about to crash (labels out of range) is explained
-            s.guard.call("loss-input checks", s.observe_loss, LOSSES[func], args, kwargs)
+            s.guard.call("loss-input checks", s.observe_loss, name, args, kwargs)
         out = func(*args, **kwargs)
         if s.recording and not s.busy and s.in_forward:
             kind = KIND.get(func)
@@ -86,6 +94,7 @@ class ActivationSampler:
         self.loss_issues: dict[str, dict[str, Any]] = {}
         self.first_loss: tuple[str, Any, Any] | None = None   # (name, input, target) of the first loss call
         self.on_first_loss: Callable[[], None] | None = None
+        self.train_acc: list[torch.Tensor] = []       # accuracy of sampled training batches
         self._stack: list[str] = []
         self._counts: dict[tuple[str, str], int] = {}
         self._param_calls = 0
@@ -204,6 +213,9 @@ class ActivationSampler:
         self.busy = True
         try:
             x = x.detach()
+            if name in ("cross_entropy", "nll_loss") and x.dim() == 2 and torch.is_tensor(target) \
+                    and not target.is_floating_point() and target.shape == x.shape[:1]:
+                self.train_acc.append((x.argmax(1) == target).float().mean())
             issue = None
             if name == "cross_entropy" and x.dim() >= 2:
                 rows = x.sum(1)

@@ -23,6 +23,8 @@ class LossRecorder:
         self._sum: torch.Tensor | None = None
         self._count = 0
         self._scaled: tuple[weakref.ref, object] | None = None
+        self.epoch_sum: torch.Tensor | None = None
+        self.epoch_steps = 0
 
     def note_scaled(self, scaled: torch.Tensor, scaler) -> None:
         """Remember that ``scaled`` is ``loss * scaler.scale``."""
@@ -42,7 +44,17 @@ class LossRecorder:
     def commit(self, slot: int) -> None:
         """The loss of this step (the sum of its backward calls) goes to row ``slot``."""
         self.values[slot], self.counts[slot] = self._sum, self._count
+        if self._sum is not None:          # running sum since the last validation phase
+            mean = self._sum / self._count if self._count > 1 else self._sum
+            self.epoch_sum = mean if self.epoch_sum is None else self.epoch_sum + mean
+            self.epoch_steps += 1
         self._sum, self._count = None, 0
+
+    def take_epoch(self) -> float | None:
+        """Mean training loss of the steps since the last call (one host read per epoch)."""
+        value = None if self.epoch_sum is None else float(self.epoch_sum) / self.epoch_steps
+        self.epoch_sum, self.epoch_steps = None, 0
+        return value
 
     def take(self, rows: int):
         """(mean loss per step, whether the step had a loss) for the first ``rows`` rows."""
