@@ -58,8 +58,8 @@ class EarlyStopping:
                 self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             return False
         self.wait += 1
-        self.reason = StopReason.PATIENCE if self.wait > self.patience else StopReason.WAITING
-        self.stopped = self.wait > self.patience
+        self.stopped = self.wait >= self.patience
+        self.reason = StopReason.PATIENCE if self.stopped else StopReason.WAITING
         return self.stopped
 
     def restore(self, model: torch.nn.Module) -> bool:

@@ -55,7 +55,10 @@ def assess(goal: Goal, epochs: list[dict[str, Any]]) -> dict[str, Any]:
     value = best[goal.name]
     out.update(value=value, best_epoch=best["epoch"], last=rows[-1][goal.name],
                gap=goal.target - value, met=goal.met(value))
-    train_value = best.get(f"train_{goal.metric}")
+    # training metrics come from sampled steps: take the epoch nearest the best that has one
+    with_train = [e for e in epochs if e.get(f"train_{goal.metric}") is not None]
+    nearest = min(with_train, key=lambda e: abs(e["epoch"] - best["epoch"]), default=None)
+    train_value = nearest[f"train_{goal.metric}"] if nearest else None
     train_ok = Goal("train", goal.metric, goal.op, goal.target).met(train_value)
     out["train_value"] = train_value
     if out["met"]:

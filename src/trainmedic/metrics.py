@@ -88,9 +88,9 @@ def segmentation(target, pred, num_classes: int, ignore_index: int | None = None
         keep = t != ignore_index
         t, p = t[keep], p[keep]
     labels = list(range(num_classes))
-    iou = skm.jaccard_score(t, p, labels=labels, average=None, zero_division=np.nan)
-    present = ~np.isnan(iou)
-    return {"iou": [None if np.isnan(v) else float(v) for v in iou],
+    iou = skm.jaccard_score(t, p, labels=labels, average=None, zero_division=0)
+    present = np.isin(labels, t) | np.isin(labels, p)
+    return {"iou": [float(v) if ok else None for v, ok in zip(iou, present)],
             "mean_iou": float(np.mean(iou[present])) if present.any() else None,
             "pixel_accuracy": float((t == p).mean())}
 
