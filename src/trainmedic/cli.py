@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -21,7 +22,9 @@ def main() -> None:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Write the JSON report here (default: <run dir>/report.json).")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False),
-              help="Reserved: HTML reports are not available yet.")
+              help="Also write a self-contained HTML report here.")
+@click.option("--tensorboard", type=click.Path(file_okay=False),
+              help="Write TensorBoard event files (scalars, activation histograms) to this folder.")
 @click.option("--fail-on", type=click.Choice(["error", "warning"]),
               help="Exit with code 3 when a finding of this severity or worse was reported.")
 @click.option("--every", type=click.IntRange(min=1, max=10_000), default=25, show_default=True,
@@ -29,12 +32,11 @@ def main() -> None:
 @click.option("--run-dir", type=click.Path(file_okay=False),
               help="Folder for the run's files (default: trainmedic-runs/<timestamp>-<script>).")
 @click.option("--goal", help="A target such as 'val_acc>=0.95': the report shows the gap and why.")
+@click.option("--no-live", is_flag=True, help="No live status line, even on a terminal.")
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
-def run(json_path, html_path, fail_on, every, run_dir, goal, script, script_args) -> None:
+def run(json_path, html_path, tensorboard, fail_on, every, run_dir, goal, no_live, script, script_args) -> None:
     """Run SCRIPT (with its own arguments) as python would, watched by trainmedic."""
-    if html_path is not None:
-        raise click.UsageError("--html is reserved: HTML reports are not available yet")
     from trainmedic.goals import Goal
     from trainmedic.runner import run_script
     if goal is not None:
@@ -43,7 +45,8 @@ def run(json_path, html_path, fail_on, every, run_dir, goal, script, script_args
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--goal") from None
     sys.exit(run_script(script, list(script_args), json_path=json_path, fail_on=fail_on,
-                        every=every, run_dir=run_dir, goal=goal))
+                        every=every, run_dir=run_dir, goal=goal, html_path=html_path,
+                        tensorboard=tensorboard, live=not no_live))
 
 
 @main.command()
@@ -75,8 +78,17 @@ def checkup_cmd(target, json_path, checks, skip, fail_on) -> None:
         parts = load_factory(target)
     except (ValueError, ImportError, FileNotFoundError, AttributeError, TypeError) as exc:
         raise click.BadParameter(str(exc), param_hint="TARGET") from None
-    report = checkup(**parts, checks=list(checks) or None, skip=skip,
-                     on_result=lambda r: click.echo(f"  {r.name}: {r.status}", err=True))
+    if sys.stderr.isatty() and not os.environ.get("CI"):
+        from rich.progress import Progress
+        from trainmedic.checks import REGISTRY
+        total = len([n for n in (checks or REGISTRY) if n not in skip])
+        with Progress(transient=True) as progress:
+            task = progress.add_task("checkup", total=total)
+            report = checkup(**parts, checks=list(checks) or None, skip=skip,
+                             on_result=lambda r: progress.update(task, advance=1, description=r.name))
+    else:
+        report = checkup(**parts, checks=list(checks) or None, skip=skip,
+                         on_result=lambda r: click.echo(f"  {r.name}: {r.status}", err=True))
     report.run["target"] = target
     click.echo(format_checks(report))
     for f in report.findings:
@@ -87,6 +99,28 @@ def checkup_cmd(target, json_path, checks, skip, fail_on) -> None:
         click.echo(f"report written to {json_path}")
     if fail_on and report.at_least(fail_on):
         sys.exit(3)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True))
+@click.option("--html", "html_path", type=click.Path(dir_okay=False),
+              help="Where to write the HTML (default: RUN_DIR/report.html).")
+@click.option("--tensorboard", type=click.Path(file_okay=False),
+              help="Also export the run as TensorBoard event files to this folder.")
+def report(run_dir, html_path, tensorboard) -> None:
+    """Re-render a finished run directory (its report.json and metrics.jsonl)."""
+    from trainmedic.report.html import write_html
+    from trainmedic.rundir import read_run
+    try:
+        rep, ticks = read_run(run_dir)
+    except FileNotFoundError as exc:
+        raise click.BadParameter(str(exc), param_hint="RUN_DIR") from None
+    target = html_path or os.path.join(run_dir if os.path.isdir(run_dir) else os.path.dirname(run_dir), "report.html")
+    click.echo(f"HTML report written to {write_html(rep, ticks, target)}")
+    if tensorboard:
+        from trainmedic.report.tensorboard import export_run
+        export_run(ticks, rep.run.get("epochs") or [], tensorboard)
+        click.echo(f"TensorBoard events written to {tensorboard}")
 
 
 @main.command()

@@ -128,6 +128,9 @@ def write_atomic(path: "str | os.PathLike[str]", text: str) -> str:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(path, 0o666 & ~umask)      # mkstemp creates 0600; give the file normal permissions
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -33,6 +33,7 @@ from trainmedic.quantities.gradients import GradNormRecorder, StaleGradCounter
 from trainmedic.quantities.loss import LossRecorder
 from trainmedic.quantities.parameters import UpdateSampler, symmetric_rows
 from trainmedic.goals import Goal, assess
+from trainmedic.rundir import RunDirectory, tick_line
 from trainmedic.validation import ValidationTracker
 
 MAX_EVERY = 10_000            # the per-step buffers hold one window of this many rows
@@ -53,7 +54,8 @@ class Monitor:
                  optimizers: Iterable[torch.optim.Optimizer] = (), *, every: int = 25,
                  run_dir: "str | os.PathLike[str] | None" = None, name: str | None = None,
                  on_finding: Callable[[Finding], None] | None = None, discover: bool = False,
-                 first_batch_checks: bool = True, goal: "str | None" = None) -> None:
+                 first_batch_checks: bool = True, goal: "str | None" = None,
+                 tensorboard: "str | os.PathLike[str] | None" = None) -> None:
         if not isinstance(every, int) or isinstance(every, bool) or not 1 <= every <= MAX_EVERY:
             raise ValueError(f"every={every!r} is not a valid schedule; expected an int from 1 "
                              f"to {MAX_EVERY} (steps between host reads)")
@@ -100,6 +102,11 @@ class Monitor:
         self._written: str | None = None
         self._ticks = 0
         self.extra_run_info: dict[str, Any] = {}
+        self._files: RunDirectory | None = None
+        self.tick_sinks: list[Any] = []          # e.g. a TensorBoard writer, a live terminal view
+        if tensorboard is not None:
+            from trainmedic.report.tensorboard import TensorBoardWriter
+            self.tick_sinks.append(TensorBoardWriter(os.fspath(tensorboard)))
         self._lrs: list[Any] = [float("nan")] * window
         self._empty_steps: dict[int, list[int]] = {}
         self._opt_params: dict[int, tuple[int, list[torch.Tensor], list[int]]] = {}
@@ -312,6 +319,15 @@ class Monitor:
         self.run.layer_order = list(self.sampler.layer_order)
         self.run.epochs = self.validation.epochs
         self.run.ingest(tick)
+        self.guard.call("run directory", self._write_tick, tick)
+
+    def _write_tick(self, tick: Tick) -> None:
+        line = tick_line(self.run, tick)
+        if self._files is None:
+            self._files = RunDirectory(self._run_dir())
+        self._files.append(line)
+        for sink in self.tick_sinks:
+            self.guard.call(f"{type(sink).__name__}", sink.on_tick, line, self.validation.epochs)
 
     def _run_detectors(self, final: bool) -> None:
         reported = set(self.findings)
@@ -395,6 +411,10 @@ class Monitor:
             h.remove()
         self._opt_hooks, self._global_hooks, self._model_hooks = [], [], {}
         self.stale.remove()
+        if self._files is not None:
+            self._files.close()
+        for sink in self.tick_sinks:
+            self.guard.call(f"{type(sink).__name__}", sink.close)
         _patches.deactivate(self)
         atexit.unregister(self._atexit)
 
@@ -407,14 +427,20 @@ class Monitor:
         record.update({f"val_{k}": float(v) for k, v in metrics.items()})
         self.validation.epochs.append(record)
 
-    def report(self, path: "str | os.PathLike[str] | None" = None, *, close: bool = True) -> Report:
+    def report(self, path: "str | os.PathLike[str] | None" = None, *, html: "str | os.PathLike[str] | None" = None,
+               close: bool = True) -> Report:
         """The findings so far as a Report, also written as JSON to ``path`` (default:
-        ``<run_dir>/report.json``). Closes the monitor unless ``close=False``."""
+        ``<run_dir>/report.json``) and, with ``html``, as a self-contained HTML page. Closes the
+        monitor unless ``close=False``."""
         if close:
             self.close(self._status if self._status != "running" else "completed")
         rep = Report(findings=list(self.findings.values()), run=self._run_info())
         target = os.fspath(path) if path is not None else os.path.join(self._run_dir(), "report.json")
         self._written = rep.write_json(target)
+        if html is not None:
+            from trainmedic.report.html import write_html
+            from trainmedic.rundir import read_run
+            write_html(rep, read_run(self._run_dir())[1] if self._files is not None else [], html)
         return rep
 
     @property
@@ -488,18 +514,20 @@ def watch(model: "torch.nn.Module | Iterable[torch.nn.Module] | None" = None,
           optimizer: "torch.optim.Optimizer | Iterable[torch.optim.Optimizer] | None" = None, *,
           every: int = 25, run_dir: "str | os.PathLike[str] | None" = None,
           name: str | None = None, on_finding: Callable[[Finding], None] | None = None,
-          goal: str | None = None) -> Monitor:
+          goal: str | None = None, tensorboard: "str | os.PathLike[str] | None" = None) -> Monitor:
     """Start watching ``model`` trained by ``optimizer`` (each may be one object or a list).
 
     ``every``: steps between host reads, the detectors' schedule (after the first 10 reads,
     4x sparser so long runs pay less). ``run_dir``: where the report
     is written (default ``./trainmedic-runs/<timestamp>-<name>``). ``on_finding``: called once
     per new finding (default: print it to stderr). ``goal``: e.g. ``"val_acc>=0.95"``; the report
-    then shows the gap and where it comes from."""
+    then shows the gap and where it comes from. ``tensorboard``: a log folder for TensorBoard
+    event files (scalars and activation histograms)."""
     models = [] if model is None else [model] if isinstance(model, torch.nn.Module) else list(model)
     opts = [] if optimizer is None else (
         [optimizer] if isinstance(optimizer, torch.optim.Optimizer) else list(optimizer))
-    return Monitor(models, opts, every=every, run_dir=run_dir, name=name, on_finding=on_finding, goal=goal)
+    return Monitor(models, opts, every=every, run_dir=run_dir, name=name, on_finding=on_finding, goal=goal,
+                   tensorboard=tensorboard)
 
 
 def _no_loss(_output: Any, _target: Any) -> None:

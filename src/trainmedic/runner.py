@@ -66,7 +66,8 @@ class _FindingPrinter:
 
 def run_script(script: str, args: list[str] | tuple[str, ...] = (), *, json_path: str | None = None,
                fail_on: str | None = None, every: int = 25, run_dir: str | None = None,
-               goal: str | None = None) -> int:
+               goal: str | None = None, html_path: str | None = None, tensorboard: str | None = None,
+               live: bool = True) -> int:
     """Run ``script`` under a Monitor; returns the exit code ``python script`` would have had
     (or FAIL_ON_EXIT_CODE when ``fail_on`` is set and a finding reaches that severity)."""
     if not os.path.isfile(script):
@@ -74,9 +75,12 @@ def run_script(script: str, args: list[str] | tuple[str, ...] = (), *, json_path
     if fail_on is not None:
         Severity.parse(fail_on, "fail_on")
     real_out, real_err = sys.stdout, sys.stderr
-    printer = _FindingPrinter(real_out, real_err)
     name = os.path.splitext(os.path.basename(script))[0]
-    monitor = Monitor(every=every, run_dir=run_dir, name=name, on_finding=printer, discover=True, goal=goal)
+    monitor = Monitor(every=every, run_dir=run_dir, name=name, discover=True, goal=goal,
+                      tensorboard=tensorboard)
+    status = _live_status(real_err, monitor) if live else None
+    printer = _FindingPrinter(sys.stdout, sys.stderr)     # rich's proxies while the status is live
+    monitor.on_finding = printer
     saved_argv, saved_path0 = sys.argv, sys.path[0] if sys.path else None
     sys.argv = [script, *args]
     script_dir = os.path.dirname(os.path.abspath(script))
@@ -85,32 +89,49 @@ def run_script(script: str, args: list[str] | tuple[str, ...] = (), *, json_path
     else:
         sys.path.append(script_dir)
     sys.stdout, sys.stderr = printer.streams
-    status, code = "completed", 0
+    outcome, code = "completed", 0
     try:
         runpy.run_path(script, run_name="__main__")
     except SystemExit as exc:
         code = _exit_code(exc.code)
     except KeyboardInterrupt:
-        status, code = "interrupted", 130
+        outcome, code = "interrupted", 130
         _print_user_traceback(script)
     except BaseException:  # noqa: BLE001 - the script's own crash, reported like python would
-        status, code = "crashed", 1
+        outcome, code = "crashed", 1
         _print_user_traceback(script)
     finally:
+        printer.flush(force=True)
+        if status is not None:
+            monitor.tick_sinks.remove(status)
+            status.close()
         sys.stdout, sys.stderr = real_out, real_err
         sys.argv = saved_argv
         if saved_path0 is not None:
             sys.path[0] = saved_path0
-        monitor.close(status)
-        printer.flush(force=True)
+        monitor.close(outcome)
         monitor.extra_run_info.update({"script": script, "args": list(args), "exit_code": code})
-        report = monitor.report(json_path)
+        report = monitor.report(json_path, html=html_path)
         real_out.flush()
         print(report, file=real_err)
-        print(f"trainmedic: report written to {monitor.report_path}", file=real_err, flush=True)
+        print(f"trainmedic: report written to {monitor.report_path}"
+              + (f" and {html_path}" if html_path else ""), file=real_err, flush=True)
     if fail_on is not None and report.at_least(fail_on) and code == 0:
         return FAIL_ON_EXIT_CODE
     return code
+
+
+def _live_status(stream, monitor: Monitor):
+    """The rich status line on a terminal; None for pipes, files and CI logs."""
+    if not (hasattr(stream, "isatty") and stream.isatty()) or os.environ.get("CI"):
+        return None
+    try:
+        from trainmedic.report.live import LiveStatus
+    except ImportError:
+        return None
+    status = LiveStatus(stream, lambda: monitor.findings).start()
+    monitor.tick_sinks.append(status)
+    return status
 
 
 def _exit_code(code: Any) -> int:

@@ -63,8 +63,12 @@ class _Mode(TorchFunctionMode):
         return out
 
 
+HIST_BINS = 40
+HIST_RANGE = {"relu": (0.0, 10.0), "sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
+
+
 class _Site:
-    __slots__ = ("kind", "alive", "samples", "zero", "saturated", "calls", "param_calls_at")
+    __slots__ = ("kind", "alive", "samples", "zero", "saturated", "calls", "param_calls_at", "hist")
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -74,6 +78,7 @@ class _Site:
         self.saturated: list[torch.Tensor] = []
         self.calls = 0
         self.param_calls_at = 0
+        self.hist: torch.Tensor | None = None
 
 
 class ActivationSampler:
@@ -179,6 +184,9 @@ class ActivationSampler:
             site.calls += 1
             site.param_calls_at = self._param_calls
             y = out.detach()
+            lo, hi = HIST_RANGE[kind]
+            h = torch.histc(y.float(), bins=HIST_BINS, min=lo, max=hi)
+            site.hist = h if site.hist is None else site.hist + h
             if kind == "relu":
                 nz = y != 0
                 if y.dim() == 3:                 # (N, L, F): features are the last dim
@@ -274,6 +282,10 @@ class ActivationSampler:
                     continue
                 pending.append((row, "saturated_fraction", torch.stack(site.saturated).mean()))
                 site.saturated = []
+            if site.hist is not None:
+                row["hist_range"] = list(HIST_RANGE[site.kind])
+                pending.append((row, "hist", site.hist / site.hist.sum().clamp_min(1)))
+                site.hist = None
             acts[name] = row
         preds = [{} for _ in self.predictions]
         for row, p in zip(preds, self.predictions):
@@ -290,9 +302,13 @@ class ActivationSampler:
         self.loss_issues = {}
         if pending:
             dev = pending[0][2].device
-            host = torch.stack([v.float().to(dev).reshape(()) for _, _, v in pending]).cpu().tolist()
-            for (row, key, _), value in zip(pending, host):
-                row[key] = value
+            flat = [v.float().to(dev).reshape(-1) for _, _, v in pending]
+            host = torch.cat(flat).cpu().tolist()
+            at = 0
+            for (row, key, _), v in zip(pending, flat):
+                n = v.numel()
+                row[key] = host[at] if key != "hist" else [round(x, 5) for x in host[at:at + n]]
+                at += n
         for row in issues.values():
             row["hits"] += int(row.pop("tensor_hits", 0))
         return acts, preds, issues
