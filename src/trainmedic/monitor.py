@@ -5,7 +5,7 @@
     monitor.report()
 
 Hot path per optimizer step: one foreach norm over the gradients and a few tensor references;
-no host sync. Every ``every`` steps (4x ``every`` after the first 10 reads) the host reads the
+no host sync. Every ``every`` steps (8x ``every`` after the first 10 reads) the host reads the
 buffers once (a *tick*), updates the history and runs the detectors. Activation statistics and
 update ratios are taken on one sampled step per tick.
 """
@@ -37,8 +37,8 @@ from trainmedic.rundir import RunDirectory, tick_line
 from trainmedic.validation import ValidationTracker
 
 MAX_EVERY = 10_000            # the per-step buffers hold one window of this many rows
-DENSE_TICKS = 10              # the first reads come every `every` steps, later ones 4x sparser
-SPARSE_FACTOR = 4
+DENSE_TICKS = 10              # the first reads come every `every` steps, later ones 8x sparser
+SPARSE_FACTOR = 8
 SYMMETRY_CHECK_AFTER = 10
 # Checks of the checkup cheap enough for the first batch of a watched run.
 # (params_not_in_optimizer is left to the runtime detector: a second optimizer may not have
@@ -94,6 +94,7 @@ class Monitor:
         self.primary: int | None = None
         self._pending_manual_step = False
         self._model_hooks: dict[int, list] = {}
+        self._post_hook = None
         self._opt_hooks: list = []
         self._global_hooks: list = []
         self._started = time.time()
@@ -147,9 +148,7 @@ class Monitor:
             self._model_hooks[id(model)] = []
             return
         self._model_hooks[id(model)] = [
-            model.register_forward_pre_hook(self.guard.wrap("activation sampling", self._on_root_pre)),
-            model.register_forward_hook(self.guard.wrap("activation sampling", self._on_root_post),
-                                        always_call=True)]
+            model.register_forward_pre_hook(self.guard.wrap("activation sampling", self._on_root_pre))]
 
     def _drop_model(self, model: torch.nn.Module) -> None:
         self.models = [m for m in self.models if m is not model]
@@ -193,8 +192,15 @@ class Monitor:
             if self._first_checks_pending and self._first_batch is None and _args:
                 self._first_batch = (module, _args[0])
             self.sampler.begin(module)
+            # Only sampled forwards need a post-forward hook; it removes itself (and runs even
+            # when the forward raises, so the sampling mode never outlives it).
+            self._post_hook = module.register_forward_hook(
+                self.guard.wrap("activation sampling", self._on_root_post), always_call=True)
 
     def _on_root_post(self, module: torch.nn.Module, _args: Any, output: Any) -> None:
+        if self._post_hook is not None:
+            self._post_hook.remove()
+            self._post_hook = None
         if self.sampler.in_forward:
             self.sampler.forward_done(output)
 
@@ -206,7 +212,7 @@ class Monitor:
         acc = self.sampler.train_acc
         self.sampler.train_acc = []
         train_acc = float(torch.stack(acc).mean()) if acc else None
-        train_loss = self.loss.take_epoch()
+        train_loss = self.loss.take_epoch(self.slot)
         self.validation.close_phase(self.step, np.array([] if train_loss is None else [train_loss]), train_acc)
 
     def _on_scaled_loss(self, scaled: torch.Tensor, scaler: Any) -> None:
@@ -407,6 +413,8 @@ class Monitor:
         else:
             self._run_detectors(final=True)
         self.active = False
+        if self._post_hook is not None:
+            self._post_hook.remove()
         for h in self._opt_hooks + self._global_hooks + [h for hs in self._model_hooks.values() for h in hs]:
             h.remove()
         self._opt_hooks, self._global_hooks, self._model_hooks = [], [], {}
@@ -423,7 +431,7 @@ class Monitor:
         ``monitor.log_val(loss=0.31, acc=0.92)``; keys become ``val_<name>``."""
         record = {"epoch": len(self.validation.epochs) + 1, "step": self.step,
                   "val_loss": None if loss is None else float(loss),
-                  "train_loss": self.loss.take_epoch(), "train_acc": None}
+                  "train_loss": self.loss.take_epoch(self.slot), "train_acc": None}
         record.update({f"val_{k}": float(v) for k, v in metrics.items()})
         self.validation.epochs.append(record)
 
@@ -518,7 +526,7 @@ def watch(model: "torch.nn.Module | Iterable[torch.nn.Module] | None" = None,
     """Start watching ``model`` trained by ``optimizer`` (each may be one object or a list).
 
     ``every``: steps between host reads, the detectors' schedule (after the first 10 reads,
-    4x sparser so long runs pay less). ``run_dir``: where the report
+    8x sparser so long runs pay less). ``run_dir``: where the report
     is written (default ``./trainmedic-runs/<timestamp>-<name>``). ``on_finding``: called once
     per new finding (default: print it to stderr). ``goal``: e.g. ``"val_acc>=0.95"``; the report
     then shows the gap and where it comes from. ``tensorboard``: a log folder for TensorBoard

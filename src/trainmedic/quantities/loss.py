@@ -23,8 +23,9 @@ class LossRecorder:
         self._sum: torch.Tensor | None = None
         self._count = 0
         self._scaled: tuple[weakref.ref, object] | None = None
-        self.epoch_sum: torch.Tensor | None = None
+        self.epoch_sum = 0.0            # host sum of per-step losses since the last epoch
         self.epoch_steps = 0
+        self.epoch_base = 0             # rows of the current window already in a past epoch
 
     def note_scaled(self, scaled: torch.Tensor, scaler) -> None:
         """Remember that ``scaled`` is ``loss * scaler.scale``."""
@@ -44,17 +45,20 @@ class LossRecorder:
     def commit(self, slot: int) -> None:
         """The loss of this step (the sum of its backward calls) goes to row ``slot``."""
         self.values[slot], self.counts[slot] = self._sum, self._count
-        if self._sum is not None:          # running sum since the last validation phase
-            mean = self._sum / self._count if self._count > 1 else self._sum
-            self.epoch_sum = mean if self.epoch_sum is None else self.epoch_sum + mean
-            self.epoch_steps += 1
         self._sum, self._count = None, 0
 
-    def take_epoch(self) -> float | None:
-        """Mean training loss of the steps since the last call (one host read per epoch)."""
-        value = None if self.epoch_sum is None else float(self.epoch_sum) / self.epoch_steps
-        self.epoch_sum, self.epoch_steps = None, 0
-        return value
+    def take_epoch(self, rows: int) -> float | None:
+        """Mean training loss of the steps since the last call: the host sums of past ticks
+        plus the first ``rows`` rows of the current window (one host read per epoch)."""
+        total, steps = self.epoch_sum, self.epoch_steps
+        present = [(v, c) for v, c in zip(self.values[:rows], self.counts[:rows]) if v is not None]
+        if present:
+            host = torch.stack([v.reshape(()).float() for v, _ in present]).cpu().numpy()
+            total += float(sum(h / c for h, (_, c) in zip(host, present)))
+            steps += len(present)
+            self.epoch_base = rows             # these rows are counted; take() skips them
+        self.epoch_sum, self.epoch_steps = 0.0, 0
+        return total / steps if steps else None
 
     def take(self, rows: int):
         """(mean loss per step, whether the step had a loss) for the first ``rows`` rows."""
@@ -68,5 +72,10 @@ class LossRecorder:
                 stacked = torch.stack([v.reshape(()).float() for v in present])
             host = stacked.reshape(len(present)).float().cpu().numpy()
             values[seen] = host / np.array(self.counts[:rows])[seen]
+        fresh = values[self.epoch_base:rows]
+        fresh = fresh[np.isfinite(fresh)]
+        self.epoch_sum += float(fresh.sum())
+        self.epoch_steps += len(fresh)
+        self.epoch_base = 0
         self.values, self.counts = [None] * self.every, [0] * self.every
         return values, seen
