@@ -19,7 +19,7 @@ from trainmedic import metrics
 from trainmedic.goals import Goal, assess
 from trainmedic.methodology import baselines, learning_curve, seed_spread
 from trainmedic.runner import run_script
-from _common import digits, evaluate
+from _common import digits
 
 ZOO = os.path.join(os.path.dirname(__file__), "zoo")
 

@@ -55,7 +55,6 @@ def test_activation_stats_match_reference():
     h = torch.relu(model[0](x))
     assert acts["1/relu0"]["dead_fraction"] == pytest.approx((h == 0).all(0).float().mean().item())
     assert acts["1/relu0"]["zero_fraction"] == pytest.approx((h == 0).float().mean().item())
-    t = torch.tanh(model[2](h))
     assert acts["3/tanh0"]["saturated_fraction"] == pytest.approx((model[2](h).abs() >= 2.5).float().mean().item(), abs=1e-6)
     assert not acts["1/relu0"]["output"]
     top = torch.bincount(out.argmax(1), minlength=3).max().item() / 80

@@ -1,7 +1,6 @@
 """Reports people look at: the run directory, the HTML page (checked in headless Chromium when
 it is installed), TensorBoard event files, and plain terminal output off a TTY."""
 
-import json
 import os
 import re
 import shutil
@@ -14,7 +13,6 @@ import torch
 from torch import nn
 
 import trainmedic
-from trainmedic.report.html import render_html
 from trainmedic.rundir import read_run
 from trainmedic.runner import run_script
 

@@ -12,9 +12,6 @@ class Guard:
     def __init__(self) -> None:
         self.disabled: dict[str, str] = {}
 
-    def enabled(self, piece: str) -> bool:
-        return piece not in self.disabled
-
     def call(self, piece: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``fn``; on an exception disable ``piece`` (warning once) and return None."""
         if piece in self.disabled:

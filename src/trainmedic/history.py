@@ -101,8 +101,6 @@ class RunState:
     unowned_with_grad: set[int] = field(default_factory=set)  # got a gradient, in no optimizer
     lr_max: float = 0.0
     _smoothed: tuple[np.ndarray, np.ndarray] | None = None
-    n_optimizers: int = 0
-    notes: list[str] = field(default_factory=list)
 
     def _grow(self, p: int) -> None:
         for name in ("grad_seen", "grad_ever_nonzero", "update_ever_nonzero", "update_samples"):

@@ -92,7 +92,7 @@ def baselines(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor,
         raise ValueError(f"task={task!r} is not valid; expected 'classification' or 'regression'")
     (x, y), (xv, yv) = train, val
     flat, flat_v = x.reshape(len(x), -1).float().numpy(), xv.reshape(len(xv), -1).float().numpy()
-    yn, yvn = y.numpy(), yv.numpy()
+    yn = y.numpy()
     rows = {}
     if task == "classification":
         models = {"majority class": DummyClassifier(strategy="most_frequent"),

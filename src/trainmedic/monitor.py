@@ -39,12 +39,7 @@ from trainmedic.validation import ValidationTracker
 MAX_EVERY = 10_000            # the per-step buffers hold one window of this many rows
 DENSE_TICKS = 10              # the first reads come every `every` steps, later ones 8x sparser
 SPARSE_FACTOR = 8
-SYMMETRY_CHECK_AFTER = 10
-# Checks of the checkup cheap enough for the first batch of a watched run.
-# (params_not_in_optimizer is left to the runtime detector: a second optimizer may not have
-# stepped yet at the first batch.)
-FIRST_BATCH_CHECKS = ("nonfinite_input", "input_not_normalized", "label_out_of_range",
-                      "loss_at_init_unexpected")     # steps of training before identical rows count as a fault
+SYMMETRY_CHECK_AFTER = 10     # steps of training before identical rows count as a fault
 
 
 class Monitor:
@@ -159,7 +154,6 @@ class Monitor:
         known = len(self.table.optimizers)
         k = self.table.add_optimizer(opt)
         if k == known:
-            self.run.n_optimizers = len(self.table.optimizers)
             self.stale.attach(k, [p for grp in opt.param_groups for p in grp["params"]], self.guard)
             self.updates.due.add(k)
             if self.primary is None:
@@ -373,7 +367,8 @@ class Monitor:
                            optimizer=self.table.optimizers[self.primary] if self.primary is not None else None)
         ctx._train = [(x, y)]
         ctx._out = out
-        checks = list(FIRST_BATCH_CHECKS)
+        from trainmedic.checks import REGISTRY
+        checks = [name for name, spec in REGISTRY.items() if spec.cheap]
         if loss_fn is not None and out is not None and y is not None:
             ctx.loss_inputs = (out, y)
         else:

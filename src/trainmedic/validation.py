@@ -25,7 +25,6 @@ class ValidationTracker:
         self.epochs: list[dict[str, Any]] = []
         self.open = False
         self.eval_forward = False           # the last root forward ran in eval mode / no grad
-        self.train_mode_eval = 0            # phases whose forwards ran with the model in train mode
         self._train_mode_now = False
         self._input: torch.Tensor | None = None
         self._reset_phase()
@@ -109,8 +108,6 @@ class ValidationTracker:
             record["classes"] = self._classes
             self.last_predictions = {"pred": pred, "target": target, "confidence": conf, "p_true": p_true}
             self.worst = self._worst_to_host()
-        if self._phase_train_mode:
-            self.train_mode_eval += 1
         self.epochs.append(record)
         self._reset_phase()
         return record

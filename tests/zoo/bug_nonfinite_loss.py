@@ -1,7 +1,6 @@
 """Bug: an RMSLE-style loss takes log of raw predictions, some of which are negative. Expect
 nonfinite_loss."""
 import torch
-from torch import nn
 from _common import diabetes, loaders, mlp
 
 EXPECT = "nonfinite_loss"

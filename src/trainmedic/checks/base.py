@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import random
-import time
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,7 +51,7 @@ class CheckSpec:
     name: str
     fn: Callable[["CheckContext"], "list[Finding] | None"]
     ids: tuple[str, ...]
-    cheap: bool                       # cheap checks also run on the first batch of `trainmedic run`
+    cheap: bool       # also run on the first training batch of every watched run (no model copy)
 
 
 REGISTRY: dict[str, CheckSpec] = {}
@@ -238,8 +237,3 @@ def fresh_optimizer(optimizer: torch.optim.Optimizer | None, params, *, lr: floa
         defaults["weight_decay"] = weight_decay
     return type(optimizer)(params, **defaults)
 
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t

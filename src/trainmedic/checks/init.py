@@ -19,7 +19,7 @@ def _param_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
             if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
 
 
-@check("symmetric_weights", ["symmetric_weights"], cheap=True)
+@check("symmetric_weights", ["symmetric_weights"])
 def check_symmetric_weights(ctx: CheckContext):
     """Identical rows of a non-zero constant, or several all-zero layers. A single all-zero
     layer is a deliberate technique (zero-initialised head, LoRA's B, residual branch) whose

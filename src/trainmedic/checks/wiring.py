@@ -18,7 +18,7 @@ def _names(ids: set[int], model: nn.Module) -> list[str]:
     return [n for n, p in model.named_parameters() if id(p) in ids]
 
 
-@check("params_not_in_optimizer", ["params_not_in_optimizer"], cheap=True)
+@check("params_not_in_optimizer", ["params_not_in_optimizer"])
 def check_params_not_in_optimizer(ctx: CheckContext):
     if ctx.optimizer is None:
         raise Skip("no optimizer given")

@@ -83,7 +83,8 @@ class LossNotDecreasing(Detector):
         if decrease < 0.05:
             return Verdict(
                 f"After {len(v)} steps the loss is {g(m[-1])}; it started at {g(initial)} and "
-                f"its best was {g(best)} ({decrease:.1%} lower).", step=int(s[-1]),
+                f"its best was {g(best)} ({abs(decrease):.1%} {'lower' if decrease >= 0 else 'higher'}).",
+                step=int(s[-1]),
                 evidence={"initial": float(initial), "best": best, "current": float(m[-1]),
                           "relative_decrease": float(decrease), "steps": int(len(v))})
         return None

@@ -48,7 +48,7 @@ class _Mode(TorchFunctionMode):
         super().__init__()
         self.sampler = sampler
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(self, func, _types, args=(), kwargs=None):
         kwargs = kwargs or {}
         s = self.sampler
         name = loss_name(func) if s.recording and not s.busy else None

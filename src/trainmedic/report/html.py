@@ -7,6 +7,7 @@ import json
 import os
 from typing import Any
 
+from trainmedic.catalog import CATALOG
 from trainmedic.findings import Report, _jsonable, write_atomic
 from trainmedic.report import plots
 
@@ -37,7 +38,8 @@ def render_html(report: Report, ticks: list[dict[str, Any]]) -> str:
         ("Worst mistakes (target→predicted, probability of the true class)", plots.thumbnails(worst)),
         ("Learning curve", plots.learning_curve(run.get("learning_curve"))),
     ] if u]
-    findings = [dict(f, evidence_json=json.dumps(_jsonable(f["evidence"]), indent=1)[:4000])
+    findings = [dict(f, evidence_json=json.dumps(_jsonable(f["evidence"]), indent=1)[:4000],
+                     why=CATALOG[f["id"]].why if f["id"] in CATALOG else "")
                 for f in data["findings"]]
     checks = run.get("checks") or run.get("first_batch_checks") or []
     return env.get_template("report.html.j2").render(

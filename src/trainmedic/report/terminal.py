@@ -14,10 +14,17 @@ def format_finding(f: Finding, fixes: int = 2, width: int = 100) -> str:
     where = f" [{f.where}]" if f.where else ""
     step = f" at step {f.step}" if f.step is not None else ""
     head = f"trainmedic {_MARK[f.severity.value]} {f.id}{step}{where}: {f.title}"
-    body = textwrap.fill(f.message, width=width, initial_indent="  ", subsequent_indent="  ")
+    body = textwrap.fill(f.message + " " + _why(f.id), width=width, initial_indent="  ",
+                         subsequent_indent="  ")
     tries = [textwrap.fill(fix, width=width, initial_indent="  try: ", subsequent_indent="       ")
              for fix in f.fixes[:fixes]]
     return "\n".join([head, body, *tries])
+
+
+def _why(finding_id: str) -> str:
+    from trainmedic.catalog import CATALOG
+    kind = CATALOG.get(finding_id)
+    return kind.why if kind is not None else ""
 
 
 def format_report(report: Report, width: int = 100) -> str:
