@@ -1,6 +1,6 @@
 """Training-step time with and without trainmedic's monitor (default settings).
 
-    python benchmarks/overhead.py                          # digits CNN on CPU
+    python benchmarks/overhead.py                          # digits CNN on CPU, 1500 steps
     python benchmarks/overhead.py --model resnet50 --device cuda --batch 128 --bf16
     python benchmarks/overhead.py --model small-cnn --device cuda
 
@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--model", default="digits-cnn")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--bf16", action="store_true")
     args = ap.parse_args()
