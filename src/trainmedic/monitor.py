@@ -206,8 +206,7 @@ class Monitor:
         acc = self.sampler.train_acc
         self.sampler.train_acc = []
         train_acc = float(torch.stack(acc).mean()) if acc else None
-        train_loss = self.loss.take_epoch(self.slot)
-        self.validation.close_phase(self.step, np.array([] if train_loss is None else [train_loss]), train_acc)
+        self.validation.close_phase(self.step, self.loss.take_epoch(self.slot), train_acc)
 
     def _on_scaled_loss(self, scaled: torch.Tensor, scaler: Any) -> None:
         if self.active:
@@ -337,12 +336,10 @@ class Monitor:
                 continue
             known = self.findings.get(det.id)
             if known is None:
-                f = Finding.make(det.id, verdict.message, where=verdict.where,
-                                 step=verdict.step if verdict.step is not None else self.step,
-                                 evidence=verdict.evidence, severity=verdict.severity)
-                self.findings[det.id] = f
+                self._emit(Finding.make(det.id, verdict.message, where=verdict.where,
+                                        step=verdict.step if verdict.step is not None else self.step,
+                                        evidence=verdict.evidence, severity=verdict.severity))
                 reported.add(det.id)
-                self.guard.call("printing findings", self.on_finding, f)
             else:
                 known.message, known.evidence = verdict.message, dict(verdict.evidence)
                 if verdict.where is not None:
@@ -355,6 +352,7 @@ class Monitor:
         self._first_checks_pending = False
         if self._first_batch is None:
             return
+        from trainmedic.checks import REGISTRY
         from trainmedic.checks.base import CheckContext
         from trainmedic.checkup import run_check
         from trainmedic.quantities.activations import LOSSES
@@ -367,7 +365,6 @@ class Monitor:
                            optimizer=self.table.optimizers[self.primary] if self.primary is not None else None)
         ctx._train = [(x, y)]
         ctx._out = out
-        from trainmedic.checks import REGISTRY
         checks = [name for name, spec in REGISTRY.items() if spec.cheap]
         if loss_fn is not None and out is not None and y is not None:
             ctx.loss_inputs = (out, y)
@@ -378,16 +375,17 @@ class Monitor:
             r = run_check(check, ctx)
             results.append(r.to_dict())
             for f in r.findings:
-                if f.id not in self.findings:
-                    f.step = 0
-                    self.findings[f.id] = f
-                    self.guard.call("printing findings", self.on_finding, f)
+                f.step = 0
+                self._emit(f)
         self.extra_run_info["first_batch_checks"] = results
 
     def _note(self, finding_id: str, message: str) -> None:
-        if finding_id not in self.findings:
-            f = Finding.make(finding_id, message, step=self.step)
-            self.findings[finding_id] = f
+        self._emit(Finding.make(finding_id, message, step=self.step))
+
+    def _emit(self, f: Finding) -> None:
+        """Report ``f`` once: keep it and print it, unless its id is already reported."""
+        if f.id not in self.findings:
+            self.findings[f.id] = f
             self.guard.call("printing findings", self.on_finding, f)
 
     # -- results ----------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ class ValidationTracker:
         self._counts: list[int] = []
         self._preds: list[tuple[torch.Tensor, ...]] = []
         self._seen = 0
-        self._worst: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor] | None = None
+        self._worst: list[torch.Tensor | None] | None = None
         self._phase_train_mode = False
         self._classes = 0
 
@@ -75,22 +75,22 @@ class ValidationTracker:
         self._seen += len(target)
 
     def _keep_worst(self, p_true, idx, x, pred, target) -> None:
-        """Running top-k of lowest probability on the true class, on the device (no sync)."""
-        k = min(WORST_K, len(p_true))
-        order = torch.topk(-p_true, k).indices
-        cand = (p_true[order], idx[order], _thumb(x[order]) if x is not None else None,
-                pred[order], target[order])
+        """Running top-k of lowest probability on the true class, on the device (no sync).
+        Rows are (p_true, index, predicted, target, thumbnail); thumbnails are dropped for the
+        phase when inputs are missing or change shape."""
+        order = torch.topk(-p_true, min(WORST_K, len(p_true))).indices
+        cand = [p_true[order], idx[order], pred[order], target[order],
+                _thumb(x[order]) if x is not None else None]
         if self._worst is not None:
-            old = self._worst
-            if (old[2] is None) != (cand[2] is None) or (old[2] is not None and old[2].shape[1:] != cand[2].shape[1:]):
-                cand = tuple(c for c in cand[:2]) + (None,) + cand[3:]
-                old = tuple(o for o in old[:2]) + (None,) + old[3:]
-            cand = tuple(torch.cat([a, b]) if a is not None else None for a, b in zip(old, cand))
-            order = torch.topk(-cand[0], min(WORST_K, len(cand[0]))).indices
-            cand = tuple(c[order] if c is not None else None for c in cand)
+            old = list(self._worst)
+            if old[4] is None or cand[4] is None or old[4].shape[1:] != cand[4].shape[1:]:
+                old[4] = cand[4] = None
+            cand = [torch.cat([a, b]) if a is not None else None for a, b in zip(old, cand)]
+            keep = torch.topk(-cand[0], min(WORST_K, len(cand[0]))).indices
+            cand = [c[keep] if c is not None else None for c in cand]
         self._worst = cand
 
-    def close_phase(self, step: int, train_losses: np.ndarray, train_acc: float | None) -> dict | None:
+    def close_phase(self, step: int, train_loss: float | None, train_acc: float | None) -> dict | None:
         """The phase ended (a training step or the end of the run): make its epoch record."""
         if not self.open:
             return None
@@ -99,7 +99,7 @@ class ValidationTracker:
         n = sum(self._counts)
         record = {"epoch": len(self.epochs) + 1, "step": step, "val_loss": total / max(n, 1),
                   "val_samples": n,
-                  "train_loss": float(np.mean(train_losses)) if len(train_losses) else None,
+                  "train_loss": train_loss,
                   "train_acc": train_acc, "model_in_train_mode": self._phase_train_mode}
         if self._preds:
             pred, target, conf, p_true = (torch.cat(t).cpu().numpy() for t in zip(*self._preds))
@@ -115,7 +115,7 @@ class ValidationTracker:
     def _worst_to_host(self) -> dict[str, Any] | None:
         if self._worst is None:
             return None
-        p, idx, x, pred, target = self._worst
+        p, idx, pred, target, x = self._worst
         out = {"index": idx.cpu().tolist(), "p_true": p.cpu().tolist(), "predicted": pred.cpu().tolist(),
                "target": target.cpu().tolist()}
         if x is not None:
