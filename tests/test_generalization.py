@@ -192,3 +192,25 @@ def test_seed_spread():
     assert out["ci95"][0] < out["mean"] < out["ci95"][1]
     with pytest.raises(ValueError, match="at least 2 seeds"):
         seed_spread(lambda s: 0.0, seeds=1)
+
+
+def _epochs(shares, losses):
+    return [{"epoch": i + 1, "step": 10 * (i + 1), "val_top_class_share": s, "val_samples": 64, "val_loss": v}
+            for i, (s, v) in enumerate(zip(shares, losses))]
+
+
+@pytest.mark.parametrize("shares, losses, fires", [
+    ([0.5, 1.0, 1.0, 1.0], [0.9, 0.62, 0.62, 0.62], True),      # collapsed and stuck
+    ([1.0, 1.0, 0.98, 0.97], [0.7, 0.69, 0.65, 0.6], False),    # a majority phase it learns past
+    ([1.0, 1.0, 1.0, 1.0], [0.9, 0.8, 0.7, 0.6], False),        # still improving
+])
+def test_constant_predictions_on_validation(shares, losses, fires):
+    from trainmedic.detectors.activations import ConstantPredictions
+    from trainmedic.history import RunState
+    from trainmedic.params import ParamTable
+    run = RunState(ParamTable())
+    run.epochs = _epochs(shares, losses)
+    verdict = ConstantPredictions().evaluate(run, set(), final=False)
+    assert (verdict is not None) == fires
+    if fires:
+        assert verdict.where == "validation" and verdict.evidence["epochs"] == [2, 3, 4]

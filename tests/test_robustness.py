@@ -1,5 +1,7 @@
 """Unusual but legitimate training code: no crash, no false alarm."""
 
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -236,3 +238,67 @@ def test_bad_model_and_optimizer_are_clear_errors():
         trainmedic.watch("not a model")
     with pytest.raises(TypeError, match="optimizer=.*torch.optim.Optimizer"):
         trainmedic.watch(nn.Linear(2, 2), optimizer=[object()])
+
+
+class HFStyle(nn.Module):
+    """Keyword-only forward, loss computed inside, a dict-like output: the Hugging Face shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 16)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, input_ids=None, labels=None):
+        logits = self.head(torch.relu(self.emb(input_ids).mean(1)))
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return {"loss": loss, "logits": logits}
+
+
+def test_keyword_forward_with_internal_loss(tmp_path):
+    torch.manual_seed(0)
+    ids = torch.randint(0, 50, (512, 6))
+    labels = ((ids > 25).float().mean(1) > 0.5).long()      # learnable from mean embeddings
+    model = HFStyle()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    monitor = trainmedic.watch(model, opt, run_dir=tmp_path, every=10, on_finding=lambda f: None)
+    for epoch in range(8):
+        model.train()
+        for i in range(0, 448, 32):
+            out = model(input_ids=ids[i:i + 32], labels=labels[i:i + 32])
+            opt.zero_grad()
+            out["loss"].backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            model(input_ids=ids[448:], labels=labels[448:])
+    report = _assert_silent(monitor)
+    assert len(report.run["epochs"]) == 8 and report.run["epochs"][-1]["val_acc"] > 0.8
+
+
+def test_dataloader_workers_under_the_runner(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+        from torch.utils.data import DataLoader, TensorDataset
+        if __name__ == "__main__":
+            torch.manual_seed(0)
+            x = torch.randn(512, 8)
+            data = DataLoader(TensorDataset(x, (x[:, 0] > 0).long()), batch_size=32, shuffle=True, num_workers=2)
+            model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+            opt = torch.optim.SGD(model.parameters(), lr=0.1)
+            for epoch in range(3):
+                for xb, yb in data:
+                    opt.zero_grad()
+                    nn.functional.cross_entropy(model(xb), yb).backward()
+                    opt.step()
+            print("done")
+    """))
+    res = subprocess.run([sys.executable, "-m", "trainmedic.cli", "run", "--run-dir", "run", str(script)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "done\n" and res.stderr.count("trainmedic summary") == 1
+    assert sorted(os.listdir(tmp_path / "run")) == ["metrics.jsonl", "report.json"]

@@ -59,16 +59,20 @@ class SaturatedActivation(Detector):
 
 class ConstantPredictions(Detector):
     """Over the last three sampled batches (>= 8 samples, after step 20): outputs identical for
-    every sample, or one class predicted for every sample while the loss is not improving."""
+    every sample, or one class predicted for every sample while the loss is not improving; or
+    one class for every validation sample in three evaluations in a row without the validation
+    loss improving."""
 
     id = "constant_predictions"
 
     def evaluate(self, run, reported, final):
-        val = [e for e in run.epochs if e.get("val_top_class_share") is not None]
-        if len(val) >= 2 and all(e["val_top_class_share"] >= 1.0 and e["val_samples"] >= 16 for e in val[-2:]):
+        val = [e for e in run.epochs if e.get("val_top_class_share") is not None][-3:]
+        if len(val) == 3 and all(e["val_top_class_share"] >= 1.0 and e["val_samples"] >= 16 for e in val) \
+                and val[-1]["val_loss"] >= 0.98 * val[0]["val_loss"]:
             return Verdict(f"On validation the model predicts one class for all {val[-1]['val_samples']} "
-                           f"samples in the last two evaluations.", where="validation",
-                           evidence={"val_top_class_share": 1.0, "epochs": [e["epoch"] for e in val[-2:]]})
+                           f"samples in the last three evaluations, and the validation loss is not "
+                           f"improving.", where="validation",
+                           evidence={"val_top_class_share": 1.0, "epochs": [e["epoch"] for e in val]})
         preds = [p for row in run.ticks.rows[-16:] if row["step"] >= 20
                  for p in (row.get("predictions") or [])]
         if len(preds) < 3:
