@@ -134,3 +134,13 @@ def test_demo_command_finds_the_planted_bug(tmp_path):
 def test_ids_command_lists_the_taxonomy():
     res = _cli("ids")
     assert res.returncode == 0 and "grads_not_cleared" in res.stdout and "overfitting" in res.stdout
+
+
+def test_unwritable_report_keeps_the_scripts_exit_code(tmp_path):
+    script = _script(tmp_path, """
+        import sys
+        sys.exit(4)
+    """)
+    (tmp_path / "blocker").write_text("a file where a folder is needed")
+    res = _cli("run", "--json", "blocker/report.json", script, cwd=tmp_path)
+    assert res.returncode == 4 and "could not write the report" in res.stderr

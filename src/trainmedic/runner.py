@@ -111,14 +111,25 @@ def run_script(script: str, args: list[str] | tuple[str, ...] = (), *, json_path
             sys.path[0] = saved_path0
         monitor.close(outcome)
         monitor.extra_run_info.update({"script": script, "args": list(args), "exit_code": code})
-        report = monitor.report(json_path, html=html_path)
-        real_out.flush()
-        print(report, file=real_err)
-        print(f"trainmedic: report written to {monitor.report_path}"
-              + (f" and {html_path}" if html_path else ""), file=real_err, flush=True)
-    if fail_on is not None and report.at_least(fail_on) and code == 0:
+        report = _write_report(monitor, json_path, html_path, real_out, real_err)
+    if fail_on is not None and report is not None and report.at_least(fail_on) and code == 0:
         return FAIL_ON_EXIT_CODE
     return code
+
+
+def _write_report(monitor: Monitor, json_path, html_path, out, err):
+    """Write and summarise the report; a failure here (disk full, bad path) is printed, never
+    raised, so the script's own exit code stands."""
+    try:
+        report = monitor.report(json_path, html=html_path)
+    except Exception as exc:  # noqa: BLE001
+        print(f"trainmedic: could not write the report ({type(exc).__name__}: {exc})", file=err, flush=True)
+        return None
+    out.flush()
+    print(report, file=err)
+    print(f"trainmedic: report written to {monitor.report_path}"
+          + (f" and {html_path}" if html_path else ""), file=err, flush=True)
+    return report
 
 
 def _live_status(stream, monitor: Monitor):
