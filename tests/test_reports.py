@@ -153,3 +153,27 @@ def test_plain_output_without_a_tty_has_no_control_sequences(tmp_path):
     assert "\x1b" not in res.stdout and "\x1b" not in res.stderr
     checkup = subprocess.run([sys.executable, "-m", "trainmedic.cli", "ids"], capture_output=True, text=True, env=env)
     assert "\x1b" not in checkup.stdout
+
+
+def test_live_status_on_a_terminal(tmp_path):
+    pty = pytest.importorskip("pty")
+    script = os.path.join(ZOO, "bug_grads_not_cleared.py")
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    pid, fd = pty.fork()
+    if pid == 0:                                    # the child runs on the pseudo-terminal
+        os.execve(sys.executable, [sys.executable, "-m", "trainmedic.cli", "run", "--run-dir",
+                                   str(tmp_path / "run"), script], env)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    text = out.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert "trainmedic ▸ step" in text and "findings 1 (1 errors)" in text      # the live line
+    assert "grads_not_cleared" in text and "trainmedic summary" in text

@@ -35,15 +35,6 @@ class History:
     def column(self, name: str) -> np.ndarray:
         return np.array([r.get(name, np.nan) for r in self.rows], dtype=float)
 
-    def stacked(self, name: str, width: int) -> np.ndarray:
-        """A (rows, width) array of a vector-valued column, NaN-padded for rows that lack it."""
-        out = np.full((len(self.rows), width), np.nan)
-        for r, row in enumerate(self.rows):
-            v = row.get(name)
-            if v is not None:
-                out[r, :len(v)] = v
-        return out
-
     def __len__(self) -> int:
         return len(self.rows)
 

@@ -227,7 +227,7 @@ class Monitor:
         if self.active and not self.table.optimizers:
             # No optimizer (manual updates): a step is one backward; measure grads right away.
             self.guard.call("gradients", self.grads.record, self.table.params,
-                            list(range(len(self.table))), self.slot)
+                            range(len(self.table)), self.slot)
             self._pending_manual_step = True
 
     def _on_pre_step(self, opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:

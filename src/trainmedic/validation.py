@@ -26,6 +26,7 @@ class ValidationTracker:
         self.open = False
         self.eval_forward = False           # the last root forward ran in eval mode / no grad
         self._train_mode_now = False
+        self._stochastic_cache: dict[int, bool] = {}
         self._input: torch.Tensor | None = None
         self._reset_phase()
         self.last_predictions: dict[str, np.ndarray] | None = None
@@ -45,8 +46,17 @@ class ValidationTracker:
         evaluating = not torch.is_grad_enabled() or not module.training
         self.eval_forward = evaluating
         if evaluating:
-            self._train_mode_now = module.training and _has_stochastic_layers(module)
+            self._train_mode_now = module.training and self._stochastic(module)
             self._input = args[0] if args and torch.is_tensor(args[0]) else None
+
+    def _stochastic(self, module: torch.nn.Module) -> bool:
+        """Whether ``module`` holds dropout or BatchNorm layers (cached per model)."""
+        found = self._stochastic_cache.get(id(module))
+        if found is None:
+            found = self._stochastic_cache[id(module)] = any(
+                isinstance(m, (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._BatchNorm))
+                for m in module.modules())
+        return found
 
     def on_loss_call(self, name: str, output: Any, target: Any, loss: torch.Tensor) -> None:
         """A loss computed during evaluation: record it (and the predictions, when classes)."""
@@ -121,11 +131,6 @@ class ValidationTracker:
         if x is not None:
             out["inputs"] = np.round(x.float().cpu().numpy(), 4).tolist()
         return out
-
-
-def _has_stochastic_layers(module: torch.nn.Module) -> bool:
-    return any(isinstance(m, (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._BatchNorm))
-               for m in module.modules())
 
 
 def _thumb(x: torch.Tensor) -> torch.Tensor:

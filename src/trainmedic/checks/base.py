@@ -120,22 +120,22 @@ class CheckContext:
         return out
 
     def train_batches(self) -> list[tuple[Any, Any]]:
-        if self._train is None and self.train_loader is None:
-            raise Skip("no train_loader given")
-        if self._train is None:
-            self._train = self._take(self.train_loader, self.max_batches)
-        if not self._train:
-            raise Skip("train_loader yielded no batches")
-        return self._train
+        return self._batches("train")
 
     def val_batches(self) -> list[tuple[Any, Any]]:
-        if self.val_loader is None:
-            raise Skip("no val_loader given")
-        if self._val is None:
-            self._val = self._take(self.val_loader, self.max_batches)
-        if not self._val:
-            raise Skip("val_loader yielded no batches")
-        return self._val
+        return self._batches("val")
+
+    def _batches(self, split: str) -> list[tuple[Any, Any]]:
+        """Up to ``max_batches`` batches of ``split``, pulled once (or given directly)."""
+        cached, loader = getattr(self, f"_{split}"), getattr(self, f"{split}_loader")
+        if cached is None:
+            if loader is None:
+                raise Skip(f"no {split}_loader given")
+            cached = self._take(loader, self.max_batches)
+            setattr(self, f"_{split}", cached)
+        if not cached:
+            raise Skip(f"{split}_loader yielded no batches")
+        return cached
 
     def task(self) -> str:
         """classification | binary | regression | unknown, from the loss function's type."""

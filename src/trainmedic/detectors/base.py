@@ -44,12 +44,6 @@ def g(x: float) -> str:
     return f"{x:.4g}"
 
 
-def latest_rows(run: RunState, column: str, count: int) -> list[Any]:
-    """The last ``count`` non-empty values of a tick column, oldest first."""
-    out = [r.get(column) for r in run.ticks.scan() if r.get(column) is not None]
-    return out[-count:]
-
-
 def matrix_update_medians(run: RunState, rows: list[dict] | None = None) -> np.ndarray:
     """Per tick (of ``rows``, default the scanned ones) with an update sample: the median
     update/weight ratio over weight matrices (non-finite ratios left out)."""

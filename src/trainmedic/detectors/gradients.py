@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainmedic.detectors.base import Detector, Verdict, g, latest_rows
+from trainmedic.detectors.base import Detector, Verdict, g
 from trainmedic.history import RunState
 
 HUGE_RELATIVE_GRADIENT = 1e4     # |g|/|w| of a weight matrix; healthy runs stay below ~10
@@ -152,7 +152,7 @@ class GradsNotCleared(Detector):
 
 
 def _grad_growth(run: RunState, indices: list[int]) -> float | None:
-    rows = latest_rows(run, "grad_median", 10 ** 9)
+    rows = [r["grad_median"] for r in run.ticks.scan() if r.get("grad_median") is not None]
     if len(rows) < 2:
         return None
 

@@ -20,7 +20,7 @@ class GradNormRecorder:
         self.every = every
         self.rows: list[list[tuple[tuple[int, ...], torch.Tensor]]] = [[] for _ in range(every)]
 
-    def record(self, params: list[torch.Tensor], indices: list[int], slot: int) -> bool:
+    def record(self, params: list[torch.Tensor], indices: "list[int] | range", slot: int) -> bool:
         """Norms of the dense gradients of ``params`` (table ``indices``) for row ``slot``,
         without a host sync. Returns whether any parameter had a gradient."""
         grads = [p.grad for p in params]
