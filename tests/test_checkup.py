@@ -127,7 +127,7 @@ def test_train_val_leakage():
     xtr, ytr, xva, yva = digits()
     leaky = (xtr, ytr, torch.cat([xva[:200], xtr[:197]]), torch.cat([yva[:200], ytr[:197]]))
     res, rep = _run("train_val_leakage", data=leaky, shuffle=False)
-    assert res["status"] == "failed" and rep.findings[0].evidence["near_duplicates"] > 0
+    assert res["status"] == "failed" and rep.findings[0].evidence["duplicates"] > 0
     assert _run("train_val_leakage")[0]["status"] == "passed"
 
 
@@ -370,3 +370,22 @@ def test_first_batch_checks_in_run(tmp_path, capsys, scale, offset, classes, exp
         assert [c for c, s in ran.items() if s not in ("passed", "skipped")] == []
     else:
         assert report.by_id(expect).step == 0 and ran[expect] == "failed"
+
+
+class SequenceFirstLSTM(nn.Module):
+    """nn.LSTM without batch_first=True fed (batch, time, features): it runs along the batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(8, 16)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        out, _ = self.lstm(x.reshape(len(x), 8, 8))
+        return self.head(out[:, -1])
+
+
+def test_batch_mixing_flowing_one_way_through_the_batch():
+    """Sample 0 of a sequence-first RNN depends on nobody else; a middle sample depends on all
+    before it. The probe must see that direction too."""
+    assert _run("batch_mixing", model=SequenceFirstLSTM())[0]["status"] == "failed"

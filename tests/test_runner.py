@@ -3,6 +3,7 @@ boundaries, writes the report even when the script crashes or is interrupted."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -47,7 +48,7 @@ def test_fail_on_and_json(tmp_path):
     assert data["run"]["exit_code"] == 0 and data["run"]["script"].endswith("bug_grads_not_cleared.py")
     assert [f["id"] for f in data["findings"]][0] == "grads_not_cleared"
     assert set(data["findings"][0]) == {"id", "severity", "title", "message", "where", "step",
-                                        "evidence", "fixes"}
+                                        "evidence", "fixes", "caused_by", "status", "resolved_step"}
     clean = _cli("run", "--fail-on", "warning", os.path.join(ZOO, "clean_lstm.py"), cwd=tmp_path)
     assert clean.returncode == 0, clean.stderr
 
@@ -72,7 +73,8 @@ def test_findings_never_split_a_line(tmp_path, capfd):
 
 
 @pytest.mark.parametrize("exc, status, code", [("ValueError('boom')", "crashed", 1),
-                                                ("KeyboardInterrupt()", "interrupted", 130)])
+                                                ("KeyboardInterrupt()", "interrupted",
+                                                 -signal.SIGINT if os.name == "posix" else 130)])
 def test_report_written_on_crash_and_ctrl_c(tmp_path, exc, status, code):
     script = _script(tmp_path, f"""
         import torch

@@ -71,11 +71,18 @@ def _wrap_loss(name: str, fn):
     @functools.wraps(fn)
     def loss_function(*args, **kwargs):
         result = fn(*args, **kwargs)
-        if _active and (not torch.is_grad_enabled() or any(m.validation.eval_forward for m in _active)):
-            output = args[0] if args else kwargs.get("input")
-            target = args[1] if len(args) > 1 else kwargs.get("target")
+        if not _active:
+            return result
+        output = args[0] if args else kwargs.get("input")
+        target = args[1] if len(args) > 1 else kwargs.get("target")
+        if any(m.validation.is_eval_loss() for m in _active):
+            # cross_entropy / nll_loss: targets equal to ignore_index (4th positional) are not judged
+            ignore = kwargs.get("ignore_index", args[3] if len(args) > 3 else -100)
             for m in list(_active):
-                m._on_eval_loss(name, output, target, result)
+                m._on_eval_loss(name, output, target, result, ignore_index=ignore)
+        else:
+            for m in list(_active):
+                m._on_train_loss_call(name, target, kwargs)
         return result
     return loss_function
 

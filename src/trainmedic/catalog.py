@@ -206,6 +206,25 @@ _TYPES = [
                 ("Train longer or with a better learning rate.",
                  "Increase capacity (more units or layers); reduce regularisation.",
                  "Check data quality and features.")),
+    FindingType("frozen_random_layers", "wiring", "error",
+                "Frozen layers are still at their random initialisation",
+                "Layers with requires_grad=False that were never trained compute random features; "
+                "only the layers after them learn, so the model is far weaker than it looks.",
+                ("Unfreeze them (requires_grad=True) and add them to the optimizer.",
+                 "If they were meant to be pretrained, load the pretrained weights before freezing.")),
+    FindingType("pretrained_features_destroyed", "generalisation", "warning",
+                "Fine-tuning destroys the pretrained features",
+                "A pretrained backbone that moves too far too fast forgets what it knew, so "
+                "validation falls below what the frozen backbone gave.",
+                ("Lower the backbone's learning rate (10-100x below the head's) or freeze it for "
+                 "the first epochs.",
+                 "Use warmup; unfreeze layers gradually from the top.")),
+    FindingType("rank_divergence", "distributed", "error",
+                "One rank of a distributed job differs from the others",
+                "Ranks of a data-parallel job should see the same parameters and similar losses; "
+                "a rank that differs trains a different model or reads different data.",
+                ("Check that every rank builds the model from the same seed and wraps it in DDP.",
+                 "Check the DistributedSampler (set_epoch each epoch) and per-rank data paths.")),
     # -- trainmedic itself -------------------------------------------------------------------
     FindingType("monitoring_limited", "trainmedic", "info", "Some statistics could not be collected",
                 "trainmedic skipped a measurement it cannot take safely on this setup.",
@@ -213,6 +232,66 @@ _TYPES = [
 ]
 
 CATALOG: dict[str, FindingType] = {t.id: t for t in _TYPES}
+
+# Root causes come first, in the troubleshooting guide's order: data and wiring before
+# initialisation, regularisation and the learning rate, then gradients and activations, and the
+# symptoms (what the loss does) last. Findings earlier in this list are named as the cause.
+GUIDE_ORDER: tuple[str, ...] = (
+    "nonfinite_input", "label_out_of_range", "label_noise", "train_val_leakage",
+    "preprocessing_mismatch", "input_not_normalized", "target_not_normalized", "unshuffled_data",
+    "class_imbalance",
+    "params_not_in_optimizer", "frozen_random_layers", "params_not_updating", "grads_not_cleared",
+    "loss_input_mismatch", "batch_mixing", "eval_in_train_mode", "gradient_check_failed",
+    "symmetric_weights", "bad_init_scale", "loss_at_init_unexpected", "regularization_dominates",
+    "cannot_overfit_small_batch",
+    "learning_rate_too_high", "learning_rate_too_low", "lr_schedule_collapsed",
+    "saturated_activation", "vanishing_gradient", "exploding_gradient", "dead_relu",
+    "nonfinite_gradient", "nonfinite_loss", "loss_diverging", "loss_oscillating",
+    "constant_predictions", "loss_not_decreasing", "overfitting", "underfitting",
+    "pretrained_features_destroyed", "rank_divergence", "monitoring_limited")
+
+_NOT_LEARNING = ("label_noise", "params_not_in_optimizer", "frozen_random_layers",
+                 "params_not_updating", "loss_input_mismatch", "batch_mixing", "symmetric_weights",
+                 "regularization_dominates", "learning_rate_too_high", "learning_rate_too_low",
+                 "lr_schedule_collapsed", "saturated_activation", "vanishing_gradient", "dead_relu",
+                 "target_not_normalized", "input_not_normalized", "class_imbalance")
+
+# consequence -> the findings it can follow from, most likely first. A finding is marked
+# ``caused_by`` the first of its candidates that is active in the same run.
+CAUSES: dict[str, tuple[str, ...]] = {
+    "nonfinite_loss": ("nonfinite_input", "label_out_of_range", "grads_not_cleared",
+                       "learning_rate_too_high", "target_not_normalized", "exploding_gradient",
+                       "nonfinite_gradient"),
+    "nonfinite_gradient": ("nonfinite_input", "grads_not_cleared", "learning_rate_too_high",
+                           "target_not_normalized", "exploding_gradient"),
+    "loss_diverging": ("grads_not_cleared", "unshuffled_data", "regularization_dominates",
+                       "learning_rate_too_high", "target_not_normalized", "exploding_gradient",
+                       "nonfinite_input"),
+    "learning_rate_too_high": ("grads_not_cleared", "regularization_dominates"),
+    "loss_oscillating": ("grads_not_cleared", "learning_rate_too_high", "unshuffled_data",
+                         "target_not_normalized"),
+    "exploding_gradient": ("grads_not_cleared", "target_not_normalized", "input_not_normalized",
+                           "learning_rate_too_high"),
+    "vanishing_gradient": ("saturated_activation", "bad_init_scale"),
+    "dead_relu": ("learning_rate_too_high", "regularization_dominates", "bad_init_scale"),
+    "saturated_activation": ("input_not_normalized", "learning_rate_too_high", "bad_init_scale"),
+    "constant_predictions": ("input_not_normalized", "nonfinite_gradient", "params_not_updating",
+                             "class_imbalance", "label_noise",
+                             "unshuffled_data", "regularization_dominates", "symmetric_weights",
+                             "dead_relu", "saturated_activation", "vanishing_gradient",
+                             "learning_rate_too_high", "frozen_random_layers"),
+    "loss_not_decreasing": _NOT_LEARNING,
+    "underfitting": _NOT_LEARNING,
+    "loss_at_init_unexpected": ("label_out_of_range", "loss_input_mismatch", "class_imbalance",
+                                "target_not_normalized", "input_not_normalized", "bad_init_scale",
+                                "exploding_gradient", "saturated_activation", "symmetric_weights"),
+    "overfitting": ("preprocessing_mismatch", "label_noise"),
+    "label_noise": ("preprocessing_mismatch", "class_imbalance"),
+    "learning_rate_too_low": ("frozen_random_layers", "params_not_updating", "vanishing_gradient",
+                              "saturated_activation"),
+    "params_not_updating": ("params_not_in_optimizer", "nonfinite_gradient", "nonfinite_loss",
+                            "dead_relu", "vanishing_gradient"),
+}
 
 
 def finding_type(finding_id: str) -> FindingType:

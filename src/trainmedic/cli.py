@@ -20,13 +20,15 @@ def main() -> None:
 @main.command(context_settings={"ignore_unknown_options": True,
                                 "allow_interspersed_args": False})
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
-              help="Write the JSON report here (default: <run dir>/report.json).")
+              help="Also write the JSON report here (<run dir>/report.json is always written).")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False),
               help="Also write a self-contained HTML report here.")
 @click.option("--tensorboard", type=click.Path(file_okay=False),
               help="Write TensorBoard event files (scalars, activation histograms) to this folder.")
 @click.option("--fail-on", type=click.Choice(["error", "warning"]),
-              help="Exit with code 3 when a finding of this severity or worse was reported.")
+              help="Exit with code 3 when an active finding of this severity or worse was reported.")
+@click.option("--count-resolved", is_flag=True,
+              help="--fail-on also counts findings whose condition cleared before the end.")
 @click.option("--every", type=click.IntRange(min=1, max=10_000), default=25, show_default=True,
               help="Steps between host reads of the statistics.")
 @click.option("--run-dir", type=click.Path(file_okay=False),
@@ -35,18 +37,45 @@ def main() -> None:
 @click.option("--no-live", is_flag=True, help="No live status line, even on a terminal.")
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
-def run(json_path, html_path, tensorboard, fail_on, every, run_dir, goal, no_live, script, script_args) -> None:
+def run(json_path, html_path, tensorboard, fail_on, count_resolved, every, run_dir, goal, no_live, script,
+        script_args) -> None:
     """Run SCRIPT (with its own arguments) as python would, watched by trainmedic."""
     from trainmedic.goals import Goal
-    from trainmedic.runner import run_script
+    from trainmedic.runner import run_script_outcome
     if goal is not None:
         try:
             Goal.parse(goal)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--goal") from None
-    sys.exit(run_script(script, list(script_args), json_path=json_path, fail_on=fail_on,
-                        every=every, run_dir=run_dir, goal=goal, html_path=html_path,
-                        tensorboard=tensorboard, live=not no_live))
+    outcome = run_script_outcome(script, list(script_args), json_path=json_path, fail_on=fail_on,
+                                 every=every, run_dir=run_dir, goal=goal, html_path=html_path,
+                                 tensorboard=tensorboard, live=not no_live,
+                                 count_resolved=count_resolved)
+    if outcome.status == "interrupted":
+        _die_of_sigint()
+    sys.exit(outcome.code)
+
+
+def _die_of_sigint() -> None:
+    """End the way python ends after an unhandled KeyboardInterrupt: run the exit handlers,
+    flush, then kill this process with SIGINT under the default handler, so that a parent (a
+    shell, a job runner) sees a SIGINT death and not exit code 130. Returns on platforms without
+    POSIX signals; the caller then exits with 130."""
+    import atexit
+    import signal
+    if os.name != "posix":
+        return
+    try:
+        atexit._run_exitfuncs()          # python runs them before it re-raises the SIGINT
+    except Exception:  # noqa: BLE001 - an exit handler's error must not stop the re-raise
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001
+            pass
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 @main.command()

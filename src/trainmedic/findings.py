@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainmedic.catalog import finding_type
+from trainmedic.catalog import CAUSES, GUIDE_ORDER, finding_type
 
 from trainmedic._version import __version__
 
@@ -50,6 +50,13 @@ class Finding:
     step: int | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
     fixes: list[str] = field(default_factory=list)
+    caused_by: str | None = None        # the id of the finding this one follows from
+    status: str = "active"              # active | resolved (its condition cleared)
+    resolved_step: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
 
     @classmethod
     def make(cls, finding_id: str, message: str, *, where: str | None = None,
@@ -65,13 +72,60 @@ class Finding:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "severity": self.severity.value, "title": self.title,
                 "message": self.message, "where": self.where, "step": self.step,
-                "evidence": _jsonable(self.evidence), "fixes": list(self.fixes)}
+                "evidence": _jsonable(self.evidence), "fixes": list(self.fixes),
+                "caused_by": self.caused_by, "status": self.status,
+                "resolved_step": self.resolved_step}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Finding":
         return cls(id=data["id"], severity=Severity.parse(data["severity"]), title=data["title"],
                    message=data["message"], where=data.get("where"), step=data.get("step"),
-                   evidence=dict(data.get("evidence") or {}), fixes=list(data.get("fixes") or []))
+                   evidence=dict(data.get("evidence") or {}), fixes=list(data.get("fixes") or []),
+                   caused_by=data.get("caused_by"), status=data.get("status", "active"),
+                   resolved_step=data.get("resolved_step"))
+
+
+def assign_causes(findings: "list[Finding]") -> None:
+    """Set each finding's ``caused_by`` to the first of its candidate causes (catalog.CAUSES)
+    present in ``findings``, active ones before resolved ones (a cause found later also
+    explains what it produced earlier)."""
+    active = {f.id for f in findings if f.active}
+    present = {f.id for f in findings}
+    for f in findings:
+        causes = [c for c in CAUSES.get(f.id, ()) if c != f.id]
+        f.caused_by = next((c for c in causes if c in active), None) or \
+            next((c for c in causes if c in present), None)
+    by_id = {f.id: f for f in findings}
+    for f in findings:                 # break cycles: a cause that follows from f is no cause
+        seen, c = {f.id}, f.caused_by
+        while c is not None and c not in seen:
+            seen.add(c)
+            c = by_id[c].caused_by if c in by_id else None
+        if c is not None:
+            f.caused_by = None
+
+
+def _rank(f: Finding) -> tuple[int, int, int]:
+    return (not f.active, GUIDE_ORDER.index(f.id) if f.id in GUIDE_ORDER else len(GUIDE_ORDER),
+            f.step or 0)
+
+
+def ordered(findings: "list[Finding]") -> "list[Finding]":
+    """Root causes first (active before resolved, then the guide's order), each followed by
+    the findings that follow from it; info findings last."""
+    ids = {f.id for f in findings}
+    by_cause: dict[str | None, list[Finding]] = {}
+    for f in findings:
+        by_cause.setdefault(f.caused_by if f.caused_by in ids else None, []).append(f)
+    out: list[Finding] = []
+
+    def visit(f: Finding) -> None:
+        out.append(f)
+        for child in sorted(by_cause.get(f.id, []), key=_rank):
+            visit(child)
+    for root in sorted(by_cause.get(None, []), key=lambda f: (f.severity is Severity.INFO, *_rank(f))):
+        visit(root)
+    return out
 
 
 @dataclass
@@ -87,15 +141,19 @@ class Report:
     def by_id(self, finding_id: str) -> Finding | None:
         return next((f for f in self.findings if f.id == finding_id), None)
 
-    def at_least(self, severity: "str | Severity") -> list[Finding]:
-        """The findings whose severity is ``severity`` or worse."""
+    def at_least(self, severity: "str | Severity", *, include_resolved: bool = True) -> list[Finding]:
+        """The findings whose severity is ``severity`` or worse (only active ones unless
+        ``include_resolved``)."""
         floor = Severity.parse(severity).rank
-        return [f for f in self.findings if f.severity.rank >= floor]
+        return [f for f in self.findings if f.severity.rank >= floor and (include_resolved or f.active)]
+
+    def root_causes(self) -> list[Finding]:
+        """Active findings that follow from no other finding, in the guide's order."""
+        return [f for f in ordered(self.findings) if f.active and f.caused_by is None]
 
     def to_dict(self) -> dict[str, Any]:
-        ordered = sorted(self.findings, key=lambda f: (-f.severity.rank, f.step or 0))
         return {"trainmedic_version": __version__, "run": _jsonable(self.run),
-                "findings": [f.to_dict() for f in ordered]}
+                "findings": [f.to_dict() for f in ordered(self.findings)]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Report":

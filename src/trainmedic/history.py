@@ -91,7 +91,25 @@ class RunState:
     goal: Any = None                                          # trainmedic.goals.Goal or None
     unowned_with_grad: set[int] = field(default_factory=set)  # got a gradient, in no optimizer
     lr_max: float = 0.0
+    separate_losses: int = 0        # steps where another optimizer stepped on its own loss (GAN)
+    segment_start: int = 0          # first step of the model trained now (sequential trials)
     _smoothed: tuple[np.ndarray, np.ndarray] | None = None
+
+    def new_segment(self, step: int) -> None:
+        """Another model is trained from step ``step`` on: forget the loss and tick history
+        (findings already made stay)."""
+        self.segment_start = step
+        self.loss_steps = np.zeros((0, 2))
+        self.ticks = History()
+        self.lr_max = 0.0
+        self.separate_losses = 0
+        self._smoothed = None
+
+    @property
+    def adversarial(self) -> bool:
+        """Two optimizers take turns, each on a loss of its own (GAN, actor-critic): each loss
+        moves with the other model, so its trend is not a verdict on learning."""
+        return self.separate_losses >= 10
 
     def _grow(self, p: int) -> None:
         for name in ("grad_seen", "grad_ever_nonzero", "update_ever_nonzero", "update_samples"):
@@ -106,7 +124,7 @@ class RunState:
         self._grow(p)
         self.step = t.step
         steps = t.first_step + np.arange(len(t.losses))
-        seen = t.loss_seen
+        seen = t.loss_seen & (steps >= self.segment_start)
         rows = np.stack([steps[seen], t.losses[seen]], axis=1)
         self.loss_steps = np.concatenate([self.loss_steps, rows])
         if len(self.loss_steps) > MAX_LOSSES:   # keep the newest quarter whole, thin the rest

@@ -24,8 +24,9 @@ import torch
 
 from trainmedic import _patches
 from trainmedic._safety import Guard
+from trainmedic.datastream import DataStream
 from trainmedic.detectors import default_detectors
-from trainmedic.findings import Finding, Report
+from trainmedic.findings import Finding, Report, assign_causes
 from trainmedic.history import RunState, Tick
 from trainmedic.params import ParamTable
 from trainmedic.quantities.activations import ActivationSampler
@@ -76,6 +77,7 @@ class Monitor:
         self.run = RunState(self.table, goal=self.goal)
         self.detectors = default_detectors()
         self.findings: dict[str, Finding] = {}
+        self._detected: set[str] = set()          # ids whose finding a detector raised
         self.models: list[torch.nn.Module] = []
         self.grads = GradNormRecorder(self.table, window)
         self.loss = LossRecorder(window)
@@ -84,14 +86,23 @@ class Monitor:
         self.sampler = ActivationSampler(self.guard)
         self.validation = ValidationTracker()
         self.sampler.on_first_loss = self.guard.wrap("first-batch checks", self._first_batch_checks)
+        self.stream = DataStream()
+        self.sampler.on_loss = self.guard.wrap("data checks", self._on_sampled_loss)
+        self._sampled_input: Any = None
+        self._train_input: Any = None             # the input of the last training forward
+        self._probe_input: tuple[torch.nn.Module, Any] | None = None
         self.slot = 0
         self.step = 0
         self.primary: int | None = None
+        self._last_stepper: int | None = None
+        self._epoch_start = 0                     # validation epochs of earlier segments
+        self._scaler_seen = False
         self._pending_manual_step = False
         self._model_hooks: dict[int, list] = {}
         self._post_hook = None
         self._opt_hooks: list = []
         self._global_hooks: list = []
+        self._discovery_hook = None
         self._started = time.time()
         self._status = "running"
         self._closed = False
@@ -113,13 +124,11 @@ class Monitor:
         for opt in optimizers:
             self.add_optimizer(opt, hook=True)
         if discover:
-            from torch.nn.modules.module import register_module_forward_pre_hook
             from torch.optim.optimizer import (register_optimizer_step_post_hook,
                                                register_optimizer_step_pre_hook)
-            self._global_hooks = [
-                register_module_forward_pre_hook(self._on_any_forward),
-                register_optimizer_step_pre_hook(self._on_pre_step),
-                register_optimizer_step_post_hook(self._on_post_step)]
+            self._global_hooks = [register_optimizer_step_pre_hook(self._on_pre_step),
+                                  register_optimizer_step_post_hook(self._on_post_step)]
+            self._listen_for_models()
         ref = weakref.ref(self)
         self._atexit = lambda: (m := ref()) is not None and m._finish_at_exit()
         atexit.register(self._atexit)
@@ -163,6 +172,24 @@ class Monitor:
                                     opt.register_step_post_hook(self._on_post_step)]
         return k
 
+    # -- discovery (zero-code runs) --------------------------------------------------------------
+    def _listen_for_models(self) -> None:
+        """A forward hook on every module call, to find the models being trained. It costs on
+        every call of every submodule, so it is only in place until each optimizer's
+        parameters belong to a known model (and again when an optimizer with unknown
+        parameters steps: the next trial's model)."""
+        if self._discovery_hook is None:
+            from torch.nn.modules.module import register_module_forward_pre_hook
+            self._discovery_hook = register_module_forward_pre_hook(self._on_any_forward)
+
+    def _stop_listening_when_settled(self) -> None:
+        if self._discovery_hook is None or not self.models:
+            return
+        owned = [i for k in range(len(self.table.optimizers)) for i in self.table.optimizer_indices(k)]
+        if all(not self.table.infos[i].name.startswith("optimizer") for i in owned):
+            self._discovery_hook.remove()
+            self._discovery_hook = None
+
     # -- events (all guarded: nothing raised here may reach the user's code) ---------------------
     def _on_any_forward(self, module: torch.nn.Module, args: Any) -> None:
         if self.active:
@@ -181,10 +208,16 @@ class Monitor:
         if self.sampler.recording:
             self.sampler.end()
         self.validation.on_root_forward(module, _args)
-        if (self.active and self.sampler.due and module.training and torch.is_grad_enabled()
-                and not torch.compiler.is_compiling()):
+        training = module.training and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        if self.active and training and _args:
+            self._train_input = _args[0]
+            self.guard.call("data checks", self.stream.on_train_forward, _args[0])
+        if self.active and self.sampler.due and training:
             if self._first_checks_pending and self._first_batch is None and _args:
                 self._first_batch = (module, _args[0])
+            if self._probe_input is None and _args:
+                self._probe_input = (module, _args[0])
+            self._sampled_input = _args[0] if _args else None
             self.sampler.begin(module)
             # Only sampled forwards need a post-forward hook; it removes itself (and runs even
             # when the forward raises, so the sampling mode never outlives it).
@@ -198,18 +231,32 @@ class Monitor:
         if self.sampler.in_forward:
             self.sampler.forward_done(output)
 
-    def _on_eval_loss(self, name: str, output: Any, target: Any, loss: Any) -> None:
+    def _on_eval_loss(self, name: str, output: Any, target: Any, loss: Any, ignore_index: Any = -100) -> None:
         if self.active:
-            self.guard.call("validation tracking", self.validation.on_loss_call, name, output, target, loss)
+            self.guard.call("validation tracking", self.validation.on_loss_call, name, output, target, loss,
+                            ignore_index if isinstance(ignore_index, int) else None)
+            self.guard.call("data checks", self.stream.on_eval_batch, self.validation.eval_input)
+
+    def _on_train_loss_call(self, name: str, target: Any, kwargs: dict) -> None:
+        """Any training loss call: (input, label) pairs for the label-signal probe, until the
+        stream has enough."""
+        if self.active and self.stream.wants_pairs:
+            self.guard.call("data checks", self.stream.keep_pair, name, target, kwargs, self._train_input)
+
+    def _on_sampled_loss(self, name: str, out: Any, target: Any, kwargs: dict) -> None:
+        self.stream.on_train_loss(name, out, target, kwargs, self._sampled_input)
+        self._sampled_input = None
 
     def _close_validation_phase(self) -> None:
         acc = self.sampler.train_acc
         self.sampler.train_acc = []
         train_acc = float(torch.stack(acc).mean()) if acc else None
         self.validation.close_phase(self.step, self.loss.take_epoch(self.slot), train_acc)
+        self.guard.call("data checks", self.stream.close_eval_phase)
 
     def _on_scaled_loss(self, scaled: torch.Tensor, scaler: Any) -> None:
         if self.active:
+            self._scaler_seen = True
             self.guard.call("loss", self.loss.note_scaled, scaled, scaler)
 
     def _on_backward_start(self, loss: torch.Tensor) -> None:
@@ -224,8 +271,9 @@ class Monitor:
     def _on_backward_end(self, loss: torch.Tensor) -> None:
         if self.active and self._first_checks_pending:   # no known loss function was called
             self.guard.call("first-batch checks", self._first_batch_checks)
-        if self.active and not self.table.optimizers:
+        if self.active and not self.table.optimizers and not self._scaler_seen:
             # No optimizer (manual updates): a step is one backward; measure grads right away.
+            # (A GradScaler means an optimizer steps later; its first steps may be skipped.)
             self.guard.call("gradients", self.grads.record, self.table.params,
                             range(len(self.table)), self.slot)
             self._pending_manual_step = True
@@ -235,7 +283,10 @@ class Monitor:
             self.guard.call("optimizer hooks", self._pre_step, opt)
 
     def _pre_step(self, opt: torch.optim.Optimizer) -> None:
+        known = len(self.table.optimizers)
         k = self.add_optimizer(opt)
+        if self.discover and k == known:              # a new optimizer: its model may be new too
+            self._listen_for_models()
         if self.validation.open:
             self.guard.call("validation tracking", self._close_validation_phase)
         self.validation.eval_forward = False
@@ -244,6 +295,10 @@ class Monitor:
         self._pending_manual_step = False
         if self.sampler.recording:
             self.sampler.end()
+        if k != self.primary:
+            self.loss.claim()
+            self._follow_new_primary(k)
+        self._last_stepper = k
         params, indices = self._params_of(k, opt)
         self.guard.call("stale-gradient probe", self.stale.before_step, k)
         had = self.guard.call("gradients", self.grads.record, params, indices, self.slot)
@@ -251,6 +306,21 @@ class Monitor:
         counts[0] += had is False
         counts[1] += 1
         self.guard.call("update ratios", self.updates.before_step, k, indices, params)
+
+    def _follow_new_primary(self, k: int) -> None:
+        """Optimizer ``k`` steps twice in a row while the primary does not: the primary was set
+        aside (the next trial, the fine-tuning stage, a resumed copy) and ``k`` is followed
+        from now on. A new model (no parameter in common) starts a new segment of the history,
+        so curves of different models are never judged as one."""
+        if self._last_stepper != k:
+            return
+        old = self.primary
+        self.primary = k
+        if old is None or set(self.table.optimizer_indices(old)) & set(self.table.optimizer_indices(k)):
+            return
+        self.run.new_segment(self.step)
+        self.loss.separate = 0
+        self._epoch_start = len(self.validation.epochs)
 
     def _params_of(self, k: int, opt: torch.optim.Optimizer) -> tuple[list[torch.Tensor], list[int]]:
         """Optimizer ``k``'s parameters and table indices, cached until its groups change."""
@@ -273,6 +343,8 @@ class Monitor:
         if k == self.primary:
             self._lrs[self.slot] = opt.param_groups[0]["lr"]
             self._advance()
+        if self.discover:
+            self._stop_listening_when_settled()
 
     def _advance(self) -> None:
         """Close the current step: commit its loss, move to the next slot, tick when full."""
@@ -294,6 +366,7 @@ class Monitor:
         self.sampler.due = True
         self.updates.due |= set(range(len(self.table.optimizers)))
         self._run_detectors(final)
+        self.guard.call("data checks", self._data_checks)
 
     def _collect(self, rows: int, first: int) -> None:
         losses, seen = self.loss.take(rows)
@@ -316,7 +389,8 @@ class Monitor:
             self.run.unowned_with_grad |= {
                 i for i, p in enumerate(self.table.params) if i not in owned and p.grad is not None}
         self.run.layer_order = list(self.sampler.layer_order)
-        self.run.epochs = self.validation.epochs
+        self.run.epochs = self.validation.epochs[self._epoch_start:]
+        self.run.separate_losses = self.loss.separate
         self.run.ingest(tick)
         self.guard.call("run directory", self._write_tick, tick)
 
@@ -329,21 +403,63 @@ class Monitor:
             self.guard.call(f"{type(sink).__name__}", sink.on_tick, line, self.validation.epochs)
 
     def _run_detectors(self, final: bool) -> None:
-        reported = set(self.findings)
+        """Evaluate every detector: a new verdict becomes a finding, a known one is refreshed
+        (and re-activated), a detector's finding whose condition cleared is marked resolved."""
+        active = {i for i, f in self.findings.items() if f.active}
         for det in self.detectors:
-            verdict = self.guard.call(f"detector {det.id}", det.evaluate, self.run, reported, final)
-            if verdict is None:
-                continue
+            verdict = self.guard.call(f"detector {det.id}", det.evaluate, self.run, active, final)
             known = self.findings.get(det.id)
+            if verdict is None:
+                if (known is not None and known.active and det.id in self._detected
+                        and f"detector {det.id}" not in self.guard.disabled):
+                    known.status, known.resolved_step = "resolved", self.step
+                    active.discard(det.id)
+                continue
             if known is None:
+                self._detected.add(det.id)
                 self._emit(Finding.make(det.id, verdict.message, where=verdict.where,
                                         step=verdict.step if verdict.step is not None else self.step,
                                         evidence=verdict.evidence, severity=verdict.severity))
-                reported.add(det.id)
             else:
                 known.message, known.evidence = verdict.message, dict(verdict.evidence)
+                known.status, known.resolved_step = "active", None
                 if verdict.where is not None:
                     known.where = verdict.where
+            active.add(det.id)
+        assign_causes(list(self.findings.values()))
+
+    def _data_checks(self) -> None:
+        """The stream's data decisions and the one-off structural probes (batch mixing on a
+        copy of the model, layers frozen at their random initialisation)."""
+        self.stream.take()
+        self.stream.val_predictions = self.validation.last_predictions
+        found = self.stream.findings(self.run, self.run.loss_curve()[1])
+        if self._probe_input is not None and "batch_mixing" not in self.stream.decided:
+            self.stream.decided.add("batch_mixing")
+            found += self.guard.call("batch-mixing probe", self._batch_mixing_probe) or []
+        if "frozen_random_layers" not in self.stream.decided and self.models:
+            self.stream.decided.add("frozen_random_layers")
+            from trainmedic.checks.init import frozen_random_finding
+            found += frozen_random_finding(self.models) or []
+        for f in found:
+            f.step = self.step
+            self._emit(f)
+        if found:
+            assign_causes(list(self.findings.values()))
+
+    def _batch_mixing_probe(self) -> "list[Finding]":
+        """The checkup's batch-mixing probe on a copy of the model and the first sampled
+        training input."""
+        from trainmedic.checks.base import Skip
+        from trainmedic.checks.wiring import batch_mixing_finding
+        self.active = False                # the probe's forwards are not the user's
+        try:
+            return batch_mixing_finding(*self._probe_input) or []
+        except Skip:
+            return []
+        finally:
+            self.active = True
+            self._probe_input = None
 
     def _first_batch_checks(self) -> None:
         """The checkup's cheap checks on the first training batch, from what the first sampled
@@ -358,11 +474,12 @@ class Monitor:
         from trainmedic.quantities.activations import LOSSES
         model, x = self._first_batch
         self._first_batch = None
-        name, out, y = self.sampler.first_loss or ("", None, None)
+        name, out, y, kwargs = self.sampler.first_loss or ("", None, None, {})
         self.sampler.first_loss = None
         loss_fn = next((f for f, n in LOSSES.items() if n == name), None)
         ctx = CheckContext(model=model, loss_fn=loss_fn or _no_loss,
-                           optimizer=self.table.optimizers[self.primary] if self.primary is not None else None)
+                           optimizer=self.table.optimizers[self.primary] if self.primary is not None else None,
+                           loss_kwargs=kwargs)
         ctx._train = [(x, y)]
         ctx._out = out
         checks = [name for name, spec in REGISTRY.items() if spec.cheap]
@@ -370,6 +487,7 @@ class Monitor:
             ctx.loss_inputs = (out, y)
         else:
             checks.remove("loss_at_init_unexpected")
+            checks.remove("target_not_normalized")
         results = []
         for check in checks:
             r = run_check(check, ctx)
@@ -408,6 +526,9 @@ class Monitor:
         self.active = False
         if self._post_hook is not None:
             self._post_hook.remove()
+        if self._discovery_hook is not None:
+            self._discovery_hook.remove()
+            self._discovery_hook = None
         for h in self._opt_hooks + self._global_hooks + [h for hs in self._model_hooks.values() for h in hs]:
             h.remove()
         self._opt_hooks, self._global_hooks, self._model_hooks = [], [], {}
@@ -430,18 +551,22 @@ class Monitor:
 
     def report(self, path: "str | os.PathLike[str] | None" = None, *, html: "str | os.PathLike[str] | None" = None,
                close: bool = True) -> Report:
-        """The findings so far as a Report, also written as JSON to ``path`` (default:
-        ``<run_dir>/report.json``) and, with ``html``, as a self-contained HTML page. Closes the
-        monitor unless ``close=False``."""
+        """The findings so far as a Report, written as JSON to ``<run_dir>/report.json`` (so the
+        run directory is always complete), plus a copy at ``path`` when given, and, with ``html``,
+        as a self-contained HTML page. Closes the monitor unless ``close=False``."""
         if close:
             self.close(self._status if self._status != "running" else "completed")
         rep = Report(findings=list(self.findings.values()), run=self._run_info())
-        target = os.fspath(path) if path is not None else os.path.join(self._run_dir(), "report.json")
-        self._written = rep.write_json(target)
+        own = os.path.join(self._run_dir(), "report.json")
+        if path is not None and os.path.realpath(os.fspath(path)) != os.path.realpath(own):
+            self._written = rep.write_json(path)          # the explicit path first: it matters most
+            rep.write_json(own)
+        else:
+            self._written = rep.write_json(own)
         if html is not None:
             from trainmedic.report.html import write_html
-            from trainmedic.rundir import read_run
-            write_html(rep, read_run(self._run_dir())[1] if self._files is not None else [], html)
+            from trainmedic.rundir import read_ticks
+            write_html(rep, read_ticks(self._run_dir()) if self._files is not None else [], html)
         return rep
 
     @property
@@ -476,11 +601,10 @@ class Monitor:
             out["goal"] = assess(self.goal, epochs)
         preds = self.validation.last_predictions
         if preds is not None:
-            try:
-                from trainmedic.metrics import classification
-                out["metrics"] = classification(preds["target"], preds["pred"], confidence=preds["confidence"])
-            except ImportError:
-                out["metrics"] = {"skipped": "scikit-learn is not installed (pip install trainmedic[metrics])"}
+            from trainmedic.metrics import classification
+            # exact per-class counts of the whole last phase; pairs and coverage from its first samples
+            out["metrics"] = classification(preds["target"], preds["pred"], confidence=preds["confidence"],
+                                            counts=self.validation.last_counts)
             wrong = np.nonzero(preds["pred"] != preds["target"])[0]
             confident = wrong[np.argsort(-preds["confidence"][wrong])][:8]
             out["worst_mistakes"] = {

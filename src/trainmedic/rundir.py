@@ -1,7 +1,8 @@
 """The run directory: what a run leaves on disk for every renderer to read.
 
     <run_dir>/metrics.jsonl   one JSON object per tick (appended as the run goes)
-    <run_dir>/report.json     findings + run metadata (written atomically at the end)
+    <run_dir>/report.json     findings + run metadata (written atomically at the end, also
+                              when the report is asked for at another path: that is a copy)
 
 A tick line: {"step", "first_step", "losses": [per-step losses of the window], "lr",
 "layers": {layer: {"grad": |g|, "update": |dw|/|w|}}, "activations": {site: {"kind",
@@ -59,14 +60,11 @@ class RunDirectory:
             self._file = None
 
 
-def read_run(path: str) -> tuple[Report, list[dict[str, Any]]]:
-    """(report, tick lines) of a run directory (or of a report.json path)."""
-    report_path = path if path.endswith(".json") else os.path.join(path, "report.json")
-    if not os.path.isfile(report_path):
-        raise FileNotFoundError(f"run_dir={path!r} holds no report.json")
-    report = Report.read_json(report_path)
-    ticks = []
-    metrics = os.path.join(os.path.dirname(report_path), "metrics.jsonl")
+def read_ticks(path: str) -> list[dict[str, Any]]:
+    """The tick lines of a run directory's metrics.jsonl ([] when it has none yet); a line cut
+    short by a crash is skipped."""
+    ticks: list[dict[str, Any]] = []
+    metrics = os.path.join(path, "metrics.jsonl")
     if os.path.isfile(metrics):
         with open(metrics, encoding="utf-8") as fh:
             for line in fh:
@@ -74,4 +72,12 @@ def read_run(path: str) -> tuple[Report, list[dict[str, Any]]]:
                     ticks.append(json.loads(line))
                 except json.JSONDecodeError:
                     continue             # a line cut short by a crash
-    return report, ticks
+    return ticks
+
+
+def read_run(path: str) -> tuple[Report, list[dict[str, Any]]]:
+    """(report, tick lines) of a run directory (or of a report.json path)."""
+    report_path = path if path.endswith(".json") else os.path.join(path, "report.json")
+    if not os.path.isfile(report_path):
+        raise FileNotFoundError(f"run_dir={path!r} holds no report.json")
+    return Report.read_json(report_path), read_ticks(os.path.dirname(report_path))

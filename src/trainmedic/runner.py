@@ -12,13 +12,21 @@ import os
 import runpy
 import sys
 import traceback
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from trainmedic.findings import Finding, Severity
 from trainmedic.monitor import Monitor
 from trainmedic.report.terminal import format_finding
 
 FAIL_ON_EXIT_CODE = 3
+INTERRUPTED_EXIT_CODE = 130       # what a shell reports for a SIGINT death; the CLI dies of SIGINT
+
+
+class RunOutcome(NamedTuple):
+    """How a script run under the runner ended: its exit code and the report's status
+    ("completed", "crashed" or "interrupted")."""
+    code: int
+    status: str
 
 
 class _LineTracked:
@@ -67,9 +75,23 @@ class _FindingPrinter:
 def run_script(script: str, args: list[str] | tuple[str, ...] = (), *, json_path: str | None = None,
                fail_on: str | None = None, every: int = 25, run_dir: str | None = None,
                goal: str | None = None, html_path: str | None = None, tensorboard: str | None = None,
-               live: bool = True) -> int:
+               live: bool = True, count_resolved: bool = False) -> int:
     """Run ``script`` under a Monitor; returns the exit code ``python script`` would have had
-    (or FAIL_ON_EXIT_CODE when ``fail_on`` is set and a finding reaches that severity)."""
+    (or FAIL_ON_EXIT_CODE when ``fail_on`` is set and an active finding reaches that severity;
+    with ``count_resolved``, findings resolved before the end count too). A script
+    ended by Ctrl-C (KeyboardInterrupt) gives INTERRUPTED_EXIT_CODE; only the ``trainmedic run``
+    command goes on to die of SIGINT as python would, never an in-process caller."""
+    return run_script_outcome(script, args, json_path=json_path, fail_on=fail_on, every=every,
+                              run_dir=run_dir, goal=goal, html_path=html_path,
+                              tensorboard=tensorboard, live=live, count_resolved=count_resolved).code
+
+
+def run_script_outcome(script: str, args: list[str] | tuple[str, ...] = (), *,
+                       json_path: str | None = None, fail_on: str | None = None, every: int = 25,
+                       run_dir: str | None = None, goal: str | None = None,
+                       html_path: str | None = None, tensorboard: str | None = None,
+                       live: bool = True, count_resolved: bool = False) -> RunOutcome:
+    """:func:`run_script`, also telling how the script ended (see :class:`RunOutcome`)."""
     if not os.path.isfile(script):
         raise FileNotFoundError(f"script={script!r} does not exist or is not a file")
     if fail_on is not None:
@@ -95,7 +117,7 @@ def run_script(script: str, args: list[str] | tuple[str, ...] = (), *, json_path
     except SystemExit as exc:
         code = _exit_code(exc.code)
     except KeyboardInterrupt:
-        outcome, code = "interrupted", 130
+        outcome, code = "interrupted", INTERRUPTED_EXIT_CODE
         _print_user_traceback(script)
     except BaseException:  # noqa: BLE001 - the script's own crash, reported like python would
         outcome, code = "crashed", 1
@@ -112,9 +134,10 @@ def run_script(script: str, args: list[str] | tuple[str, ...] = (), *, json_path
         monitor.close(outcome)
         monitor.extra_run_info.update({"script": script, "args": list(args), "exit_code": code})
         report = _write_report(monitor, json_path, html_path, real_out, real_err)
-    if fail_on is not None and report is not None and report.at_least(fail_on) and code == 0:
-        return FAIL_ON_EXIT_CODE
-    return code
+    if (fail_on is not None and report is not None and code == 0
+            and report.at_least(fail_on, include_resolved=count_resolved)):
+        code = FAIL_ON_EXIT_CODE
+    return RunOutcome(code, outcome)
 
 
 def _write_report(monitor: Monitor, json_path, html_path, out, err):
@@ -127,8 +150,11 @@ def _write_report(monitor: Monitor, json_path, html_path, out, err):
         return None
     out.flush()
     print(report, file=err)
-    print(f"trainmedic: report written to {monitor.report_path}"
-          + (f" and {html_path}" if html_path else ""), file=err, flush=True)
+    written = [monitor.report_path] + ([os.fspath(html_path)] if html_path else [])
+    own = os.path.join(monitor.run_dir, "report.json") if monitor.run_dir else None
+    print(f"trainmedic: report written to {' and '.join(written)}"
+          + (f" (run directory: {monitor.run_dir})" if own and monitor.report_path != own else ""),
+          file=err, flush=True)
     return report
 
 

@@ -1,10 +1,11 @@
 """Bug: a units mix-up scales the inputs by 1e-9 before the model, so every sample looks the
-same. Expect constant_predictions."""
+same. Expect input_not_normalized (root cause) and constant_predictions."""
 import torch
 from torch import nn
 from _common import diabetes, loaders, mlp
 
-EXPECT = "constant_predictions"
+EXPECT = "input_not_normalized"
+ALSO = ("constant_predictions",)
 
 
 def main(watch=None):

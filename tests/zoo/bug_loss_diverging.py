@@ -1,9 +1,11 @@
-"""Bug: the LR lambda was meant to decay (0.99**step) but grows (1.03**step). Expect loss_diverging."""
+"""Bug: the LR lambda was meant to decay (0.99**step) but grows (1.03**step). Expect learning_rate_too_high
+(root cause) and loss_diverging."""
 import torch
 from torch import nn
 from _common import digits, loaders, mlp
 
-EXPECT = "loss_diverging"
+EXPECT = "learning_rate_too_high"
+ALSO = ("loss_diverging",)
 
 
 def main(watch=None):

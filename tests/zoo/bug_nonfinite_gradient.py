@@ -1,5 +1,6 @@
-"""Bug: a hand-written L2 normalisation takes sqrt of a sum that is exactly zero for dead
-rows; the backward of sqrt at 0 is Inf. Expect nonfinite_gradient."""
+"""Bug: a square-root activation "guarded" with torch.where(h > 0, sqrt(h), 0): the forward is
+finite, but sqrt is still evaluated at the negative entries and where's backward multiplies its
+NaN gradient by zero (NaN). Expect nonfinite_gradient (root cause) before the loss turns NaN."""
 import torch
 from torch import nn
 from _common import digits, loaders
@@ -11,11 +12,10 @@ class Net(nn.Module):
     def __init__(self):
         super().__init__()
         self.fc1, self.fc2 = nn.Linear(64, 32), nn.Linear(32, 10)
-        nn.init.constant_(self.fc1.bias, -1.0)
 
     def forward(self, x):
-        h = torch.relu(self.fc1(x))
-        h = h / torch.sqrt((h ** 2).sum(1, keepdim=True))
+        h = self.fc1(x)
+        h = torch.where(h > 0, torch.sqrt(h), torch.zeros_like(h))
         return self.fc2(h)
 
 

@@ -100,6 +100,7 @@ class CheckContext:
     max_batches: int = 20
     details: dict[str, Any] = field(default_factory=dict)   # per check name, shown in the report
     loss_inputs: tuple[Any, Any] | None = None    # (input, target) of a captured real loss call
+    loss_kwargs: dict[str, Any] = field(default_factory=dict)   # ... and its keyword arguments
     _train: list[tuple[Any, Any]] | None = None
     _val: list[tuple[Any, Any]] | None = None
     _out: Any = None
@@ -167,11 +168,16 @@ class CheckContext:
         if self._init_losses is None:
             with torch.no_grad():
                 if self.loss_inputs is not None:
-                    self._init_losses = [float(self.loss_fn(*self.loss_inputs))]
+                    self._init_losses = [float(self.loss_fn(*self.loss_inputs, **self.loss_kwargs))]
                 else:
                     model = copy.deepcopy(self.model).eval()
                     self._init_losses = [float(self.loss_fn(model(x), y)) for x, y in self.train_batches()[:5]]
         return self._init_losses
+
+    def ignore_index(self) -> int:
+        """The label value the loss skips: the captured call's ``ignore_index``, the loss
+        module's, or PyTorch's default -100."""
+        return int(self.loss_kwargs.get("ignore_index", getattr(self.loss_fn, "ignore_index", -100)))
 
     def num_classes(self) -> int:
         out = self.output_at_init()

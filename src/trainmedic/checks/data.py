@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import torch
 
@@ -58,6 +56,8 @@ def check_input_not_normalized(ctx: CheckContext):
     worst_mean = float(np.abs(mean).max())
     big_std, small_std = float(std.max()), float(std[std > 0].min()) if (std > 0).any() else 0.0
     problems = []
+    if big_std < 1e-4 and worst_mean < 1e-2:
+        problems.append(f"inputs are almost constant: std at most {big_std:.3g}, mean at most {worst_mean:.3g}")
     if worst_mean > 5 or big_std > 10:
         problems.append(f"values reach mean {worst_mean:.3g} and std {big_std:.3g}")
     if small_std > 0 and big_std / small_std > 100:
@@ -71,7 +71,7 @@ def check_input_not_normalized(ctx: CheckContext):
     return None
 
 
-@check("target_not_normalized", ["target_not_normalized"])
+@check("target_not_normalized", ["target_not_normalized"], cheap=True)
 def check_target_not_normalized(ctx: CheckContext):
     if ctx.task() != "regression":
         raise Skip("only for regression losses")
@@ -97,7 +97,7 @@ def check_label_out_of_range(ctx: CheckContext):
         raise Skip("batches carry no targets")
     if task == "classification":
         c = ctx.num_classes()
-        ignore = getattr(ctx.loss_fn, "ignore_index", -100)
+        ignore = ctx.ignore_index()
         y = torch.cat([t.reshape(-1) for t in ys])
         if y.is_floating_point():
             return None                  # class probabilities (soft labels) are allowed
@@ -129,25 +129,72 @@ def _label_counts(ctx: CheckContext) -> tuple[np.ndarray, int]:
         raise Skip("no integer class labels")
     c = ctx.num_classes() if ctx.task() == "classification" else 2
     y = torch.cat([t.reshape(-1).long() for t in ys])
-    y = y[(y >= 0) & (y < c)]
+    y = y[(y >= 0) & (y < c) & (y != ctx.ignore_index())]
     return np.bincount(y.cpu().numpy(), minlength=c), c
+
+
+def imbalance_finding(counts: np.ndarray, unit: str, predicted_share: float | None = None,
+                      weighted: bool = False) -> "list[Finding] | None":
+    """One class dominates the labels: its share is >= 90%, or >= 10x the rarest class's.
+    ``predicted_share``: the share of the dominant class among the model's predictions, when
+    known (a watched run); the finding then needs the accuracy paradox to be happening (the
+    model predicts the dominant class at least as often as it occurs, >= 95%) and no class
+    weights in the loss (``weighted``)."""
+    share = counts / max(counts.sum(), 1)
+    present = share[share > 0]
+    if len(present) < 2 or weighted:
+        return None
+    top, low = int(share.argmax()), int(np.flatnonzero(share > 0)[share[share > 0].argmin()])
+    if not (share[top] >= 10 * share[low] or share[top] >= 0.9):
+        return None
+    if predicted_share is not None and (predicted_share < 0.95 or predicted_share < share[top]
+                                        or share[top] < 0.5):
+        return None
+    also = (f"; the model predicts class {top} for {predicted_share:.1%} of its outputs"
+            if predicted_share is not None else "")
+    return [Finding.make("class_imbalance",
+                         f"Class {top} has {share[top]:.1%} of the sampled {unit}, class {low} "
+                         f"{share[low]:.2%}: a model predicting class {top} everywhere scores "
+                         f"{share[top]:.1%} accuracy{also}.", where="targets",
+                         evidence={"class_share": share.round(4).tolist()[:100], "unit": unit,
+                                   "predicted_share": predicted_share})]
 
 
 @check("class_imbalance", ["class_imbalance"])
 def check_class_imbalance(ctx: CheckContext):
     counts, c = _label_counts(ctx)
-    share = counts / max(counts.sum(), 1)
     if counts.sum() < 10 * c:
         raise Skip(f"only {int(counts.sum())} labels sampled for {c} classes")
-    top, low = int(share.argmax()), int(share.argmin())
-    if share[top] >= 10 * max(share[low], 1e-12) or share[top] >= 0.9:
-        unit = "pixels" if any(torch.is_tensor(y) and y.dim() > 1 for _, y in ctx.train_batches()) else "samples"
-        return [Finding.make("class_imbalance",
-                             f"Class {top} has {share[top]:.1%} of the sampled {unit}, class {low} "
-                             f"{share[low]:.2%}: a model predicting class {top} everywhere scores "
-                             f"{share[top]:.1%} accuracy.", where="targets",
-                             evidence={"class_share": share.round(4).tolist(), "unit": unit})]
+    unit = "pixels" if any(torch.is_tensor(y) and y.dim() > 1 for _, y in ctx.train_batches()) else "samples"
+    return imbalance_finding(counts, unit)
+
+
+def expected_batch_entropy(p: np.ndarray, batch: int, draws: int = 64) -> float:
+    """Mean label entropy of a batch of ``batch`` labels drawn at random from ``p``."""
+    rng = np.random.default_rng(0)
+    q = rng.multinomial(batch, p / p.sum(), size=draws) / batch
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.mean(-np.nansum(np.where(q > 0, q * np.log(q), 0.0), axis=1)))
+
+
+def unshuffled_finding(counts: np.ndarray, per_batch: float, batch: int) -> "list[Finding] | None":
+    """Batches hold far fewer classes than random batches of the same size would: their mean
+    label entropy ``per_batch`` is below half of what shuffled batches give."""
+    expected = expected_batch_entropy(counts, batch)
+    if expected > 0.1 and per_batch < 0.5 * expected:
+        return [Finding.make("unshuffled_data",
+                             f"Each batch holds few classes: label entropy {per_batch:.3f} per batch "
+                             f"vs {expected:.3f} for shuffled batches of {batch}, as when data is "
+                             f"sorted by label.", where="train_loader",
+                             evidence={"batch_entropy": per_batch, "shuffled_batch_entropy": expected,
+                                       "batch_size": batch})]
     return None
+
+
+def label_entropy(y: torch.Tensor, classes: int) -> float:
+    p = np.bincount(y.reshape(-1).long().cpu().numpy(), minlength=classes) / max(y.numel(), 1)
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
 
 
 @check("unshuffled_data", ["unshuffled_data"])
@@ -156,75 +203,119 @@ def check_unshuffled_data(ctx: CheckContext):
     batches = ctx.train_batches()
     if len(batches) < 3:
         raise Skip("fewer than 3 training batches")
-
-    def entropy(y):
-        p = np.bincount(y.reshape(-1).long().cpu().numpy(), minlength=c) / max(y.numel(), 1)
-        p = p[p > 0]
-        return float(-(p * np.log(p)).sum())
-    p = counts / counts.sum()
-    overall = float(-(p[p > 0] * np.log(p[p > 0])).sum())
-    per_batch = float(np.mean([entropy(y) for _, y in batches]))
-    if overall > 0 and per_batch < 0.5 * overall:
-        return [Finding.make("unshuffled_data",
-                             f"Each batch holds few classes: label entropy {per_batch:.3f} per batch vs "
-                             f"{overall:.3f} over the sampled data, as when data is sorted by label.",
-                             where="train_loader", evidence={"batch_entropy": per_batch,
-                                                             "data_entropy": overall})]
-    return None
+    ys = [y[(y >= 0) & (y < c)] for _, y in batches]
+    per_batch = float(np.mean([label_entropy(y, c) for y in ys]))
+    return unshuffled_finding(counts, per_batch, int(np.median([y.numel() for y in ys])))
 
 
-def _row_hashes(batches, rounding: int | None) -> dict[str, int]:
-    """Hash of each sample's input (exact bytes, or rounded after per-sample standardising)."""
-    out: dict[str, int] = {}
-    for x, _ in batches:
-        if not torch.is_tensor(x):
-            raise Skip("inputs are not tensors")
-        flat = x.detach().reshape(len(x), -1).float().cpu()
-        if rounding is not None:
-            flat = (flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + 1e-8)
-            flat = (flat * 10 ** rounding).round()
-        for row in flat.numpy():
-            h = hashlib.blake2b(row.tobytes(), digest_size=12).hexdigest()
-            out[h] = out.get(h, 0) + 1
-    return out
+FINGERPRINT_PROJECTIONS = 4
+
+
+_PROJECTIONS: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _projection(d: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed random projection for samples of ``d`` values (same on every call)."""
+    key = (d, str(device))
+    if key not in _PROJECTIONS:
+        g = torch.Generator(device="cpu").manual_seed(d)
+        r = torch.randn(d, FINGERPRINT_PROJECTIONS, generator=g).to(device)
+        _PROJECTIONS[key] = (r, r.sum(0))
+    return _PROJECTIONS[key]
+
+
+def fingerprints(x: torch.Tensor) -> torch.Tensor:
+    """Per-sample fingerprints (N, 4) of a batch, on its device and without a host sync:
+    random projections of each sample, standardised by its own mean and std when it has at
+    least 16 values (so a copy under a per-sample affine rescaling matches too; fewer values
+    standardise to little more than their sign pattern). Rows of constant samples are NaN."""
+    flat = x.detach().reshape(len(x), -1).float()
+    d = flat.shape[1]
+    r, rsum = _projection(d, flat.device)
+    if d < 16:
+        return flat @ r
+    std, mean = torch.std_mean(flat, dim=1, keepdim=True)
+    proj = (flat @ r - mean * rsum) / (std * d ** 0.5)
+    return torch.where(std > 1e-12, proj, torch.full_like(proj, float("nan")))
+
+
+def fingerprint_keys(fp: np.ndarray) -> np.ndarray:
+    """Host keys (int64) of fingerprint rows: each value's float32 bits without the 8 lowest
+    mantissa bits (a relative precision of 3e-5, whatever the scale); NaN rows get -1."""
+    ok = np.isfinite(fp).all(1)
+    q = (np.where(ok[:, None], fp, 0).astype(np.float32).view(np.int32) >> 8).astype(np.int64)
+    keys = np.zeros(len(fp), dtype=np.int64)
+    for j in range(q.shape[1]):
+        keys = keys * np.int64(1_000_003) + q[:, j]
+    return np.where(ok, keys & np.int64(0x7FFFFFFFFFFFFFFF), -1)
+
+
+def leakage_finding(train_keys: np.ndarray, val_batches: "list[np.ndarray]") -> "list[Finding] | None":
+    """Validation samples that also occur in training. Evaluation batches made entirely of
+    training samples (>= 90%: an evaluation on the training set beside a real one) are set
+    apart; the rest leak when >= 1% (and >= 3) of their samples are training samples, and all
+    of them leak when every evaluation batch is training data."""
+    train = np.unique(train_keys[train_keys >= 0])
+    rows = [(int(np.isin(b[b >= 0], train).sum()), int((b >= 0).sum())) for b in val_batches]
+    rows = [(m, n) for m, n in rows if n]
+    total = sum(n for _, n in rows)
+    if not rows or total < 16:
+        return None
+    own = [(m, n) for m, n in rows if m < 0.9 * n]
+    if own:
+        hits, seen = sum(m for m, _ in own), sum(n for _, n in own)
+        if hits < 3 or hits < 0.01 * seen:
+            return None
+        msg = (f"{hits} of {seen} validation samples ({hits / seen:.1%}) also appear in the "
+               f"training data.")
+    else:
+        hits = seen = total
+        msg = (f"All {total} evaluated samples are training samples: the only validation data is "
+               f"(a copy of) the training data.")
+    return [Finding.make("train_val_leakage", msg, where="validation data",
+                         evidence={"duplicates": hits, "validation_samples": seen,
+                                   "share": hits / seen})]
 
 
 @check("train_val_leakage", ["train_val_leakage"])
 def check_train_val_leakage(ctx: CheckContext):
     val = ctx.val_batches()
     train = ctx.train_batches()
-    exact_tr, exact_va = _row_hashes(train, None), _row_hashes(val, None)
-    near_tr, near_va = _row_hashes(train, 1), _row_hashes(val, 1)
-    exact = sum(n for h, n in exact_va.items() if h in exact_tr)
-    near = sum(n for h, n in near_va.items() if h in near_tr)
-    total = sum(exact_va.values())
-    if near and near / total >= 0.01:
-        return [Finding.make("train_val_leakage",
-                             f"{near} of {total} sampled validation samples ({near / total:.1%}) also "
-                             f"appear in the sampled training data ({exact} exact copies).",
-                             where="val_loader", evidence={"near_duplicates": near, "exact": exact,
-                                                           "validation_samples": total})]
-    return None
+    if not all(torch.is_tensor(x) for x, _ in [*train, *val]):
+        raise Skip("inputs are not tensors")
+    train_keys = np.concatenate([fingerprint_keys(fingerprints(x).cpu().numpy()) for x, _ in train])
+    return leakage_finding(train_keys, [fingerprint_keys(fingerprints(x).cpu().numpy()) for x, _ in val])
+
+
+def mismatch_finding(mt: np.ndarray, st: np.ndarray, mv: np.ndarray, sv: np.ndarray,
+                     batches: str = "") -> "list[Finding] | None":
+    """Validation statistics (per channel/feature mean ``mv`` and std ``sv``) far from the
+    training ones (``mt``, ``st``) in >= half the channels: a mean shift of more than one
+    training std, or a std ratio beyond 3x."""
+    if mt.shape != mv.shape:
+        return [Finding.make("preprocessing_mismatch",
+                             f"Training inputs have {len(mt)} channels/features, validation inputs {len(mv)}.",
+                             evidence={"train_channels": len(mt), "val_channels": len(mv)})]
+    bad, shift, ratio = mismatched_channels(mt, st, mv, sv)
+    if bad.mean() < 0.5:
+        return None
+    return [Finding.make("preprocessing_mismatch",
+                         f"Validation inputs{batches} differ from training inputs in {int(bad.sum())} of "
+                         f"{len(bad)} channels/features: mean shift up to {shift.max():.3g} training "
+                         f"stds, std ratio {ratio.min():.3g} to {ratio.max():.3g}.", where="validation data",
+                         evidence={"train_mean": mt.round(4).tolist()[:64], "val_mean": mv.round(4).tolist()[:64],
+                                   "train_std": st.round(4).tolist()[:64], "val_std": sv.round(4).tolist()[:64]})]
+
+
+def mismatched_channels(mt, st, mv, sv) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    scale = np.maximum(st, 1e-8)
+    shift = np.abs(mt - mv) / scale
+    ratio = np.maximum(sv, 1e-8) / scale
+    return (shift > 1.0) | (ratio > 3) | (ratio < 1 / 3), shift, ratio
 
 
 @check("preprocessing_mismatch", ["preprocessing_mismatch"])
 def check_preprocessing_mismatch(ctx: CheckContext):
     mt, st = _channel_stats(_float_inputs(ctx.train_batches()))
     mv, sv = _channel_stats(_float_inputs(ctx.val_batches()))
-    if mt.shape != mv.shape:
-        return [Finding.make("preprocessing_mismatch",
-                             f"Training inputs have {len(mt)} channels/features, validation inputs {len(mv)}.",
-                             evidence={"train_channels": len(mt), "val_channels": len(mv)})]
-    scale = np.maximum(st, 1e-8)
-    shift = np.abs(mt - mv) / scale
-    ratio = np.maximum(sv, 1e-8) / scale
-    bad = (shift > 1.0) | (ratio > 3) | (ratio < 1 / 3)
-    if bad.mean() >= 0.5:
-        return [Finding.make("preprocessing_mismatch",
-                             f"Validation inputs differ from training inputs in {int(bad.sum())} of "
-                             f"{len(bad)} channels/features: mean shift up to {shift.max():.3g} training "
-                             f"stds, std ratio {ratio.min():.3g} to {ratio.max():.3g}.", where="val_loader",
-                             evidence={"train_mean": mt.round(4).tolist()[:64], "val_mean": mv.round(4).tolist()[:64],
-                                       "train_std": st.round(4).tolist()[:64], "val_std": sv.round(4).tolist()[:64]})]
-    return None
-
+    return mismatch_finding(mt, st, mv, sv)

@@ -92,6 +92,8 @@ def check_loss_at_init(ctx: CheckContext):
         expected, what = math.log(2), "ln 2"
     else:
         raise Skip("no reference value for this loss")
+    if ctx.loss_kwargs.get("reduction", "mean") != "mean":
+        raise Skip("the loss is not averaged over samples (reduction != 'mean')")
     losses = ctx.initial_losses()
     observed = sum(losses) / len(losses)
     if observed > 1.5 * expected + 0.5 or observed < 0.3 * expected:
@@ -100,3 +102,68 @@ def check_loss_at_init(ctx: CheckContext):
                              f"fresh model starts near {what} = {expected:.4g}.",
                              evidence={"observed": observed, "expected": expected})]
     return None
+
+
+def _uniform_default(w: torch.Tensor, bound: float) -> bool:
+    """Values drawn from U(-bound, bound) and never moved: all inside the bound, std at
+    bound/sqrt(3), and flat (a trained weight spreads past the bound and grows tails)."""
+    a = w.detach().float().reshape(-1)
+    if a.numel() < 64:
+        return False
+    inside = float(a.abs().max()) <= bound * (1 + 1e-5)
+    std = float(a.std())
+    share = float((a.abs() <= bound / 2).float().mean())          # 0.5 for a uniform draw
+    return inside and abs(std / (bound / math.sqrt(3)) - 1) < 0.1 and abs(share - 0.5) < 0.05
+
+
+def _gaussian_default(w: torch.Tensor, fan_in: int, fan_out: int) -> bool:
+    """Values drawn from N(0, s) with s one of the usual initialisation scales (1/sqrt(fan_in),
+    He, Xavier, 0.02, 0.01, 1), with Gaussian tails; needs >= 1024 values."""
+    a = w.detach().double().reshape(-1)
+    if a.numel() < 1024:
+        return False
+    std = float(a.std())
+    scales = (1 / math.sqrt(fan_in), math.sqrt(2 / fan_in), math.sqrt(2 / (fan_in + fan_out)), 0.02, 0.01, 1.0)
+    if not any(abs(std / s - 1) < 0.03 for s in scales):
+        return False
+    kurtosis = float(((a - a.mean()) ** 4).mean() / a.var() ** 2)
+    return abs(float(a.mean())) < 4 * std / math.sqrt(a.numel()) and abs(kurtosis - 3) < 0.15
+
+
+def looks_untrained(m: nn.Module) -> bool:
+    """Whether a layer's weights still look like a fresh draw of a standard initialisation."""
+    w = getattr(m, "weight", None)
+    if isinstance(m, (nn.RNNBase,)):
+        return all(_uniform_default(p, 1 / math.sqrt(m.hidden_size)) for n, p in m.named_parameters()
+                   if n.startswith("weight"))
+    if not isinstance(w, torch.Tensor) or w.dim() < 2:
+        return False
+    fan_in = w[0].numel()
+    fan_out = w.shape[0] * (w[0, 0].numel() if w.dim() > 2 else 1)
+    if isinstance(m, nn.Embedding):
+        return _gaussian_default(w, fan_in, fan_out)
+    return _uniform_default(w, 1 / math.sqrt(fan_in)) or _gaussian_default(w, fan_in, fan_out)
+
+
+def frozen_random_finding(models: "list[nn.Module]") -> "list[Finding] | None":
+    """Layers frozen (``requires_grad=False``) whose weights still look like a fresh random
+    initialisation, in a model where other parameters train: only what follows them learns."""
+    frozen, trainable = [], 0
+    for model in models:
+        trainable += sum(p.numel() for p in model.parameters() if p.requires_grad)
+        for name, m in model.named_modules():
+            own = list(m.parameters(recurse=False))
+            if own and not any(p.requires_grad for p in own) and looks_untrained(m):
+                frozen.append((name or type(model).__name__, sum(p.numel() for p in own)))
+    if not frozen or not trainable:
+        return None
+    names = [n for n, _ in frozen]
+    values = sum(k for _, k in frozen)
+    return [Finding.make(
+        "frozen_random_layers",
+        f"{len(frozen)} layers are frozen (requires_grad=False) with weights that still look like a "
+        f"fresh random initialisation ({values} values): {', '.join(names[:6])}"
+        + (f" and {len(names) - 6} more" if len(names) > 6 else "") + ". They compute random "
+        f"features; only the {trainable} trainable values after them learn.",
+        where=", ".join(names[:3]), evidence={"layers": names, "frozen_values": values,
+                                              "trainable_values": trainable})]

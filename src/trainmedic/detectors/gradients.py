@@ -19,6 +19,9 @@ def relative_gradient_peaks(run: RunState) -> list[tuple[int, float, str, bool]]
 
 
 class NonfiniteGradient(Detector):
+    """A NaN/Inf gradient, unless the loss was already non-finite at or before that step (the
+    gradient of a NaN loss is NaN: nonfinite_loss says it)."""
+
     id = "nonfinite_gradient"
 
     def evaluate(self, run, reported, final):
@@ -26,6 +29,8 @@ class NonfiniteGradient(Detector):
         if hit is None:
             return None
         step, i = hit
+        if run.first_nonfinite_loss is not None and run.first_nonfinite_loss <= step:
+            return None
         name = run.params.infos[i].name
         return Verdict(f"The gradient of {name} was NaN/Inf at step {step}.", where=name,
                        step=step, evidence={"first_step": step, "parameter": name})

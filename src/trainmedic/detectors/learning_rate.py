@@ -18,6 +18,27 @@ HIGH_SYMPTOMS = ("nonfinite_loss", "loss_diverging", "loss_oscillating", "nonfin
                  "dead_relu")
 
 
+# Optimizers whose step is about lr per weight whatever the gradient's size (Adam family, sign
+# methods, RMSprop, Adagrad): their healthy update/weight ratio is lr / rms(w), e.g. 3e-2 for a
+# GPT-style std-0.02 init at lr 6e-4, so "too big" starts 10x higher than for SGD.
+ADAPTIVE = ("Adam", "AdamW", "NAdam", "RAdam", "Adamax", "Adagrad", "Adadelta", "RMSprop", "SparseAdam",
+            "Lion", "Adafactor", "LAMB", "Lamb")
+TOO_BIG_SGD = 1e-2       # 10x the 1e-3 rule of thumb
+TOO_BIG_ADAPTIVE = 1e-1
+
+
+def adaptive(run) -> bool:
+    """Whether most weight matrices are stepped by an adaptive optimizer."""
+    kinds = [type(run.params.optimizers[i.optimizer]).__name__ in ADAPTIVE
+             for i in run.params.infos if i.is_matrix and i.optimizer is not None]
+    return bool(kinds) and sum(kinds) > len(kinds) / 2
+
+
+def too_big(run) -> float:
+    """The update/weight ratio per step above which steps are too big for this optimizer."""
+    return TOO_BIG_ADAPTIVE if adaptive(run) else TOO_BIG_SGD
+
+
 def _lr(run) -> float | None:
     lrs = run.ticks.column("lr")
     lrs = lrs[np.isfinite(lrs)]
@@ -25,29 +46,91 @@ def _lr(run) -> float | None:
 
 
 class LearningRateTooHigh(Detector):
-    """A symptom of overshooting plus weight matrices changing by >= 1% of their norm per step."""
+    """Steps too big for the optimizer (update/weight ratio >= 1e-2 per step under SGD, >= 1e-1
+    under adaptive optimizers; measured on steps whose gradients were of normal size) plus a
+    symptom: overshooting (divergence, NaN, oscillation, dead units), or, under an adaptive
+    optimizer, a noise floor: the loss stopped improving while every recent sampled step was
+    that big (too high a learning rate under Adam settles above the right one's loss instead
+    of exploding)."""
 
     id = "learning_rate_too_high"
 
     def evaluate(self, run, reported, final):
-        symptoms = [s for s in HIGH_SYMPTOMS if s in reported]
-        if not symptoms or reported & EXPLAINED_BY:
+        if reported & EXPLAINED_BY:
             return None
+        symptoms = [s for s in HIGH_SYMPTOMS if s in reported]
         # Only steps whose gradients are of healthy size count: huge steps from exploding
         # gradients are the gradients' fault, not the learning rate's.
         healthy = {step for step, rel, _, finite in relative_gradient_peaks(run)
                    if finite and rel < 1e3}
         rows = [r for r in run.ticks.scan() if r["step"] in healthy]
         meds = matrix_update_medians(run, rows)
+        limit = too_big(run)
         if not len(meds):
             return None
         peak = float(np.max(meds))
-        if peak < 1e-2:
-            return None
-        return Verdict(
-            f"Weight matrices change by {g(peak)} of their norm in one step (healthy is about "
-            f"1e-3) and the run shows {', '.join(symptoms)}; initial learning rate {_lr(run)}.",
-            evidence={"update_ratio_peak": peak, "learning_rate": _lr(run), "symptoms": symptoms})
+        if symptoms and peak >= limit:
+            return Verdict(
+                f"Weight matrices change by {g(peak)} of their norm in one step (too big beyond "
+                f"{g(limit)} for {self._kind(run)}) and the run shows {', '.join(symptoms)}; "
+                f"initial learning rate {_lr(run)}.",
+                evidence={"update_ratio_peak": peak, "learning_rate": _lr(run), "symptoms": symptoms,
+                          "too_big": limit})
+        blowup = _weight_blowup(run) if adaptive(run) and run.step >= 200 else None
+        if blowup is not None:
+            floor = _noise_floor(run)
+            if floor is not None:
+                return Verdict(
+                    f"Under an adaptive optimizer one step changed the weight matrices by "
+                    f"{g(blowup['jump'])}x their norm (healthy: lr/rms(w), about 1e-2 to 1e-1), the "
+                    f"weights grew {g(blowup['growth'])}x to {g(blowup['scale'])}x a He-initialised "
+                    f"scale, and the loss stopped improving at {g(floor['level'])} (step-to-step "
+                    f"noise {floor['noise']:.1%} of it): the steps are too big to settle lower; "
+                    f"learning rate {_lr(run)}.",
+                    evidence={"learning_rate": _lr(run), **blowup, **floor})
+        return None
+
+    @staticmethod
+    def _kind(run) -> str:
+        return "an adaptive optimizer" if adaptive(run) else "SGD-like optimizers"
+
+
+def _weight_blowup(run) -> dict | None:
+    """Adaptive steps of about lr per weight: too high a learning rate shows as a first step
+    bigger than the weights themselves (update ratio >= 1) after which the weights inflate by
+    random-walk steps (>= 10x their initial norm, ending >= 3x a He-initialised scale), so
+    later ratios look normal. Medians over weight matrices; None when healthy."""
+    rows = [r for r in run.ticks.scan() if r.get("weight_norm") is not None]
+    mats = run.matrix_params()
+    if len(rows) < 3 or not mats:
+        return None
+    jump = float(np.nanmax(matrix_update_medians(run, rows))) if any("update_median" in r for r in rows) else 0.0
+    w0, w1 = (np.asarray(rows[k]["weight_norm"], dtype=float) for k in (0, -1))
+    mats = [i for i in mats if i < len(w0) and i < len(w1) and w0[i] > 0]
+    if not mats:
+        return None
+    growth = float(np.median(w1[mats] / w0[mats]))
+    he = np.array([np.sqrt(2 / max(np.prod(run.params.infos[i].shape[1:]), 1)) for i in mats])
+    size = np.array([np.sqrt(np.prod(run.params.infos[i].shape)) for i in mats])
+    scale = float(np.median(w1[mats] / size / he))
+    if jump >= 1.0 and growth >= 10 and scale >= 3:
+        return {"jump": jump, "growth": growth, "scale": scale}
+    return None
+
+
+def _noise_floor(run) -> dict | None:
+    """The loss's last third is no lower than its middle third (no trend left) while it
+    fell from the start: a floor. Returns its level and relative step-to-step noise."""
+    s, v = run.loss_curve()
+    if len(v) < 150:
+        return None
+    third = len(v) // 3
+    middle, last = float(np.median(v[third:2 * third])), float(np.median(v[2 * third:]))
+    start = run.initial_loss()
+    if last < 0.98 * middle or not last < start:
+        return None
+    noise = float(np.median(np.abs(np.diff(v[2 * third:])))) / max(abs(last), 1e-12)
+    return {"level": last, "noise": noise, "middle_level": middle}
 
 
 class LearningRateTooLow(Detector):

@@ -44,7 +44,7 @@ class LossDiverging(Detector):
                     f"at the start.", step=int(s[peak]),
                     evidence={"initial": start, "peak": float(v[peak]), "peak_step": int(s[peak])})
         s, m = run.smoothed_loss()
-        if len(m) < 4:
+        if len(m) < 4 or run.adversarial:
             return None
         initial, b = run.initial_loss(), int(np.argmin(m))
         best, cur = m[b], m[-1]
@@ -71,7 +71,7 @@ class LossNotDecreasing(Detector):
 
     def evaluate(self, run, reported, final):
         s, v = run.loss_curve()
-        if len(v) < MIN_STEPS:
+        if len(v) < MIN_STEPS or run.adversarial:
             return None
         _, m = run.smoothed_loss()
         if len(m) < 5:
@@ -92,13 +92,14 @@ class LossNotDecreasing(Detector):
 
 class LossOscillating(Detector):
     """In the recent half of the run the median step-to-step swing is at least half the loss
-    level and a quarter of the starting loss, and the loss has no downward trend."""
+    level and a quarter of the starting loss, the level is still at least a quarter of the
+    start (a loss that fell 4x is not stuck swinging), and it has no downward trend."""
 
     id = "loss_oscillating"
 
     def evaluate(self, run, reported, final):
         s, v = run.loss_curve()
-        if len(v) < 60:
+        if len(v) < 60 or run.adversarial:
             return None
         recent = v[len(v) // 2:]
         initial = abs(run.initial_loss())
@@ -106,7 +107,7 @@ class LossOscillating(Detector):
         swing = float(np.median(np.abs(np.diff(recent))))
         third = max(len(recent) // 3, 1)
         no_trend = np.median(recent[-third:]) >= 0.95 * np.median(recent[:third])
-        if swing >= 0.25 * initial and swing >= 0.5 * level and no_trend:
+        if swing >= 0.25 * initial and swing >= 0.5 * level and level >= 0.25 * initial and no_trend:
             return Verdict(
                 f"Over the last {len(recent)} steps the loss swings by {g(swing)} from step to "
                 f"step (typical level {g(level)}, start {g(initial)}) without going down.",

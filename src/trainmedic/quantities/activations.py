@@ -9,6 +9,7 @@ mode is absent on all other steps, so the hot path pays nothing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Callable
 
@@ -98,8 +99,9 @@ class ActivationSampler:
         self.layer_order: list[str] = []
         self.predictions: list[dict[str, torch.Tensor]] = []
         self.loss_issues: dict[str, dict[str, Any]] = {}
-        self.first_loss: tuple[str, Any, Any] | None = None   # (name, input, target) of the first loss call
+        self.first_loss: tuple[str, Any, Any, dict] | None = None   # (name, input, target, kwargs) of the first loss call
         self.on_first_loss: Callable[[], None] | None = None
+        self.on_loss: Callable[[str, Any, Any, dict], None] | None = None   # each sampled loss call
         self.train_acc: list[torch.Tensor] = []       # accuracy of sampled training batches
         self._stack: list[str] = []
         self._counts: dict[tuple[str, str], int] = {}
@@ -217,31 +219,37 @@ class ActivationSampler:
         x = args[0] if args else kwargs.get("input")
         target = args[1] if len(args) > 1 else kwargs.get("target")
         if self.first_loss is None and torch.is_tensor(x):
-            self.first_loss = (name, x.detach(), target.detach() if torch.is_tensor(target) else target)
+            self.first_loss = (name, x.detach(), target.detach() if torch.is_tensor(target) else target,
+                               {k: v for k, v in kwargs.items() if k not in ("input", "target")})
             if self.on_first_loss is not None:
                 self.on_first_loss()
+        if self.on_loss is not None and torch.is_tensor(x):
+            self.on_loss(name, x, target, kwargs)
         if not torch.is_tensor(x) or not x.is_floating_point() or x.numel() == 0:
             return
         self.busy = True
         try:
+            source, graph = _producers(x), x.requires_grad
             x = x.detach()
             if name in ("cross_entropy", "nll_loss") and x.dim() == 2 and torch.is_tensor(target) \
                     and not target.is_floating_point() and target.shape == x.shape[:1]:
-                self.train_acc.append((x.argmax(1) == target).float().mean())
+                counted = target != kwargs.get("ignore_index", -100)
+                hits = ((x.argmax(1) == target) & counted).sum()
+                self.train_acc.append(hits.float() / counted.sum().clamp_min(1))
             issue = None
-            if name == "cross_entropy" and x.dim() >= 2:
+            if name == "cross_entropy" and x.dim() >= 2 and source & {"Softmax"}:
                 rows = x.sum(1)
                 flag = (x.min() >= 0) & (x.max() <= 1) & ((rows - 1).abs().max() < 1e-3)
-                issue = (flag, "probabilities (rows in [0, 1] summing to 1) were passed to "
+                issue = (flag, "softmax outputs (rows in [0, 1] summing to 1) were passed to "
                                "cross_entropy, which applies log-softmax itself")
-            elif name == "nll_loss":
+            elif name == "nll_loss" and graph and not source & {"LogSoftmax", "Log"}:
                 flag = x.max() > 1e-6
-                issue = (flag, "nll_loss got positive scores; it expects log-probabilities "
-                               "(log_softmax outputs)")
-            elif name == "binary_cross_entropy_with_logits" and x.numel() >= 16:
+                issue = (flag, "nll_loss got positive scores that no log_softmax produced; it "
+                               "expects log-probabilities")
+            elif name == "binary_cross_entropy_with_logits" and x.numel() >= 16 and source & {"Sigmoid"}:
                 flag = (x.min() >= 0) & (x.max() <= 1) & (x.max() > 0)
-                issue = (flag, "values in [0, 1] (sigmoid outputs?) were passed to "
-                               "binary_cross_entropy_with_logits, which applies sigmoid itself")
+                issue = (flag, "sigmoid outputs were passed to binary_cross_entropy_with_logits, "
+                               "which applies sigmoid itself")
             elif name in {f.__name__ for f in _REGRESSION_LOSSES} and torch.is_tensor(target) \
                     and tuple(target.shape) != tuple(x.shape):
                 issue = (True, f"{name} got prediction shape {tuple(x.shape)} and target shape "
@@ -316,6 +324,34 @@ class ActivationSampler:
         for row in issues.values():
             row["hits"] += int(row.pop("tensor_hits", 0))
         return acts, preds, issues
+
+
+# Autograd nodes that a probability passes through unchanged in kind (reshapes, clamps, a
+# small epsilon added); a layer (matmul, convolution) ends the search.
+_PASS_THROUGH = frozenset((
+    "View", "UnsafeView", "Reshape", "ReshapeAlias", "AsStrided", "Squeeze", "Unsqueeze", "Clamp",
+    "ClampMin", "ClampMax", "Add", "Sub", "Mul", "Div", "Select", "Slice", "Index", "Permute",
+    "Transpose", "T", "Expand", "ToCopy", "Clone", "Cat", "Stack", "Split", "SplitWithSizes",
+    "Narrow", "Where", "MaskedFill", "Contiguous"))
+_PRODUCERS = ("LogSoftmax", "Softmax", "Sigmoid", "Log")
+
+
+def _producers(t: torch.Tensor, depth: int = 6) -> set[str]:
+    """Which of Softmax/LogSoftmax/Sigmoid/Log produced ``t``, read from its autograd graph
+    through shape and elementwise ops (structural evidence, unlike a value range that a
+    collapsed model shows as well). Empty without a graph."""
+    found: set[str] = set()
+    frontier = [t.grad_fn] if t.grad_fn is not None else []
+    for _ in range(depth):
+        nxt = []
+        for node in frontier:
+            kind = re.sub(r"Backward\d*$", "", type(node).__name__).lstrip("_")
+            if kind in _PRODUCERS:
+                found.add(kind)
+            elif kind in _PASS_THROUGH:
+                nxt += [f for f, _ in node.next_functions if f is not None]
+        frontier = nxt
+    return found
 
 
 def main_tensor(output: Any) -> torch.Tensor | None:

@@ -12,13 +12,15 @@ ABSENT = -1.0
 
 
 class GradNormRecorder:
-    """Per optimizer step: |grad| of each parameter as one stacked device vector (one foreach
-    kernel); the host gathers a window's vectors into an (every, P) array once per tick."""
+    """Per optimizer step: |grad| of each parameter (one foreach kernel) written into one
+    preallocated (every, P) device buffer; the host reads the window once per tick. Nothing
+    allocated per step outlives the step."""
 
     def __init__(self, table: ParamTable, every: int) -> None:
         self.table = table
         self.every = every
-        self.rows: list[list[tuple[tuple[int, ...], torch.Tensor]]] = [[] for _ in range(every)]
+        self.buf: torch.Tensor | None = None
+        self._index: dict[tuple[int, ...], torch.Tensor] = {}
 
     def record(self, params: list[torch.Tensor], indices: "list[int] | range", slot: int) -> bool:
         """Norms of the dense gradients of ``params`` (table ``indices``) for row ``slot``,
@@ -31,22 +33,33 @@ class GradNormRecorder:
             sel = tuple(indices)
         else:
             sel, grads = tuple(indices[j] for j in keep), [grads[j] for j in keep]
-        self.rows[slot].append((sel, torch.stack(torch._foreach_norm(grads))))
+        # float32 accumulation: fp16 norms overflow at 65504 long before the gradient does
+        norms = torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32))
+        buf = self._buffer(norms.device)
+        idx = self._index.get(sel)
+        if idx is None or idx.device != buf.device:
+            idx = self._index[sel] = torch.tensor(sel, device=buf.device)
+        buf[slot].index_copy_(0, idx, norms.to(buf.device))
         return True
+
+    def _buffer(self, device: torch.device) -> torch.Tensor:
+        """The window buffer, grown when parameters were added since (rare)."""
+        p = len(self.table)
+        if self.buf is None or self.buf.shape[1] < p or self.buf.device != device:
+            old, self.buf = self.buf, torch.full((self.every, max(p, 1)), ABSENT, device=device)
+            if old is not None and old.device == device:
+                self.buf[:, :old.shape[1]] = old
+        return self.buf
 
     def take(self, rows: int) -> np.ndarray:
         """(rows, P) host array of this window's norms, ABSENT where a parameter had no
         gradient; one device-to-host copy."""
         out = np.full((rows, len(self.table)), ABSENT)
-        entries = [(r, sel, v) for r in range(rows) for sel, v in self.rows[r]]
-        if entries:
-            dev = entries[0][2].device
-            flat = torch.cat([v.float().to(dev) for _, _, v in entries]).cpu().numpy()
-            at = 0
-            for r, sel, v in entries:
-                out[r, list(sel)] = flat[at:at + len(sel)]
-                at += len(sel)
-        self.rows = [[] for _ in range(self.every)]
+        if self.buf is not None:
+            host = self.buf[:rows].cpu().numpy()
+            w = min(host.shape[1], out.shape[1])
+            out[:, :w] = host[:, :w]
+            self.buf.fill_(ABSENT)
         return out
 
 
@@ -115,7 +128,13 @@ class StaleGradCounter:
         step_stale = verdicts[0]
         for v in verdicts[1:]:
             step_stale = step_stale & v
-        self.stale[k] = self.stale.get(k, 0) + (step_stale.int() if torch.is_tensor(step_stale) else 1)
+        if torch.is_tensor(step_stale):
+            counter = self.stale.get(k)
+            if not torch.is_tensor(counter) or counter.device != step_stale.device:
+                counter = self.stale[k] = torch.zeros((), dtype=torch.int64, device=step_stale.device) + (counter or 0)
+            counter.add_(step_stale.long())           # in place: nothing new lives until the tick
+        else:
+            self.stale[k] = self.stale.get(k, 0) + 1
 
     def after_step(self, k: int) -> None:
         for pr in self.probes.get(k, ()):

@@ -1,6 +1,7 @@
 """The loss, captured from ``backward()``: a device-side running sum per optimizer step.
 
-Losses scaled by a GradScaler are divided by the scaler's (device) scale, so the recorded value
+With several optimizers, the curve is the primary optimizer's: a loss whose backward is
+followed by another optimizer's step belongs to that one. Losses scaled by a GradScaler are divided by the scaler's (device) scale, so the recorded value
 is the user's loss, not the scaled one.
 """
 
@@ -13,16 +14,19 @@ import torch
 
 
 class LossRecorder:
-    """Per step: a reference to the loss tensor (or the device sum of several backward calls);
-    the host stacks and reads them once per tick."""
+    """Per step: the loss (the sum of the step's backward calls) copied into one preallocated
+    device buffer; the host reads the buffer once per tick. Nothing allocated per step
+    outlives the step (long-lived small allocations between big temporaries pin the heap)."""
 
     def __init__(self, every: int) -> None:
         self.every = every
-        self.values: list[torch.Tensor | None] = [None] * every
+        self.buf: torch.Tensor | None = None      # (every,) float32 on the loss's device
         self.counts = [0] * every
         self._sum: torch.Tensor | None = None
         self._count = 0
         self._scaled: tuple[weakref.ref, object] | None = None
+        self._claimed: tuple[torch.Tensor | None, int] | None = None
+        self.separate = 0        # steps where another optimizer stepped on a loss of its own
         self.epoch_sum = 0.0            # host sum of per-step losses since the last epoch
         self.epoch_steps = 0
         self.epoch_base = 0             # rows of the current window already in a past epoch
@@ -42,20 +46,45 @@ class LossRecorder:
         self._sum = value if self._sum is None else self._sum + value
         self._count += 1
 
+    def claim(self) -> None:
+        """Another optimizer steps: the losses since the last step are its own (a GAN's
+        generator loss), unless the primary optimizer steps next without a new backward (one
+        loss shared by two optimizers), in which case ``commit`` takes them back."""
+        if self._count:
+            self._claimed = (self._sum, self._count)
+            self._sum, self._count = None, 0
+
     def commit(self, slot: int) -> None:
         """The loss of this step (the sum of its backward calls) goes to row ``slot``."""
-        self.values[slot], self.counts[slot] = self._sum, self._count
-        self._sum, self._count = None, 0
+        if not self._count and self._claimed is not None:
+            self._sum, self._count = self._claimed
+        elif self._count and self._claimed is not None:
+            self.separate += 1             # the other optimizer had a loss of its own
+        if self._sum is not None:
+            value = self._sum.reshape(()).float()
+            if self.buf is None or self.buf.device != value.device:
+                self.buf = torch.zeros(self.every, device=value.device)
+            self.buf[slot] = value
+        self.counts[slot] = self._count if self._sum is not None else 0
+        self._sum, self._count, self._claimed = None, 0, None
+
+    def _host(self, rows: int) -> np.ndarray:
+        """Mean loss per step of the first ``rows`` rows (NaN where none), one host copy."""
+        values = np.full(rows, np.nan)
+        counts = np.array(self.counts[:rows], dtype=float)
+        seen = counts > 0
+        if seen.any() and self.buf is not None:
+            values[seen] = self.buf[:rows].cpu().numpy()[seen] / counts[seen]
+        return values
 
     def take_epoch(self, rows: int) -> float | None:
         """Mean training loss of the steps since the last call: the host sums of past ticks
         plus the first ``rows`` rows of the current window (one host read per epoch)."""
         total, steps = self.epoch_sum, self.epoch_steps
-        present = [(v, c) for v, c in zip(self.values[:rows], self.counts[:rows]) if v is not None]
-        if present:
-            host = torch.stack([v.reshape(()).float() for v, _ in present]).cpu().numpy()
-            total += float(sum(h / c for h, (_, c) in zip(host, present)))
-            steps += len(present)
+        if any(self.counts[:rows]):
+            host = self._host(rows)[self.epoch_base:]
+            total += float(np.nansum(host))
+            steps += int(np.isfinite(host).sum())
             self.epoch_base = rows             # these rows are counted; take() skips them
         self.epoch_sum, self.epoch_steps = 0.0, 0
         return total / steps if steps else None
@@ -63,19 +92,11 @@ class LossRecorder:
     def take(self, rows: int):
         """(mean loss per step, whether the step had a loss) for the first ``rows`` rows."""
         seen = np.array([c > 0 for c in self.counts[:rows]], dtype=bool)
-        values = np.full(rows, np.nan)
-        if seen.any():
-            present = [v for v in self.values[:rows] if v is not None]
-            try:
-                stacked = torch.stack(present)
-            except RuntimeError:                   # mixed shapes/dtypes: () and (1,), bf16...
-                stacked = torch.stack([v.reshape(()).float() for v in present])
-            host = stacked.reshape(len(present)).float().cpu().numpy()
-            values[seen] = host / np.array(self.counts[:rows])[seen]
+        values = self._host(rows)
         fresh = values[self.epoch_base:rows]
         fresh = fresh[np.isfinite(fresh)]
         self.epoch_sum += float(fresh.sum())
         self.epoch_steps += len(fresh)
         self.epoch_base = 0
-        self.values, self.counts = [None] * self.every, [0] * self.every
+        self.counts = [0] * self.every
         return values, seen

@@ -33,7 +33,7 @@ def render_html(report: Report, ticks: list[dict[str, Any]]) -> str:
     ] if u]
     late = [(t, u) for t, u in [
         ("LR range test", plots.lr_range(lr_details)),
-        ("Confusion matrix (validation)", plots.confusion(metrics.get("confusion_matrix", []))),
+        ("Confusion matrix (validation)", plots.confusion(metrics.get("confusion_matrix"))),
         ("Precision-recall curve", plots.pr_curve(metrics.get("pr_curve"))),
         ("Worst mistakes (target→predicted, probability of the true class)", plots.thumbnails(worst)),
         ("Learning curve", plots.learning_curve(run.get("learning_curve"))),

@@ -198,9 +198,16 @@ def lr_range(details: dict[str, Any]) -> str | None:
     return _uri(plt, fig)
 
 
-def confusion(matrix: list[list[int]]) -> str | None:
+MAX_CONFUSION_FIGURE = 50    # more classes: the page shows a table of the most-confused pairs
+
+
+def confusion(matrix: list[list[int]] | None) -> str | None:
+    """The dense confusion matrix as a figure, for at most MAX_CONFUSION_FIGURE classes (the
+    report carries a dense matrix only for few classes anyway)."""
+    if not matrix or len(matrix) > MAX_CONFUSION_FIGURE:
+        return None
     m = np.array(matrix)
-    if m.size == 0:
+    if m.size == 0 or m.ndim != 2:
         return None
     plt, fig, ax = _fig(4, 3.6)
     ax.imshow(m, cmap="Blues")

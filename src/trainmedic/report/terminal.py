@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import textwrap
 
-from trainmedic.findings import Finding, Report
+from trainmedic.findings import Finding, Report, ordered
 
 _MARK = {"error": "ERROR", "warning": "WARNING", "info": "INFO"}
 
@@ -33,10 +33,23 @@ def format_report(report: Report, width: int = 100) -> str:
              f"{len(report.findings)} finding(s), status {run.get('status', '?')}"]
     if not report.findings:
         lines.append("  no problems found")
-    ordered = sorted(report.findings, key=lambda f: (-f.severity.rank, f.step or 0))
-    for f in ordered:
+    ranked = ordered(report.findings)
+    active = [f for f in ranked if f.active]
+    roots = [f for f in active if f.caused_by is None and f.severity.value != "info"]
+    if roots:
+        lines.append(f"  root cause: {roots[0].id}"
+                     + (f" (also independent: {', '.join(f.id for f in roots[1:])})" if roots[1:] else "")
+                     + (f"; consequences: {', '.join(f.id for f in active if f.caused_by)}"
+                        if any(f.caused_by for f in active) else ""))
+    for f in active:
         step = f"step {f.step}" if f.step is not None else ""
-        lines.append(f"  {_MARK[f.severity.value]:<7} {f.id:<26} {step:<10} {f.title}")
+        cause = f"  <- {f.caused_by}" if f.caused_by else ""
+        lines.append(f"  {_MARK[f.severity.value]:<7} {f.id:<26} {step:<10} {f.title}{cause}")
+    resolved = [f for f in ranked if not f.active]
+    if resolved:
+        lines.append("  resolved during the run:")
+        for f in resolved:
+            lines.append(f"  {_MARK[f.severity.value]:<7} {f.id:<26} step {f.step} -> {f.resolved_step}  {f.title}")
     if run.get("disabled"):
         lines.append("  trainmedic disabled after internal errors: " + ", ".join(run["disabled"]))
     return "\n".join(lines)

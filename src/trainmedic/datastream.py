@@ -1,0 +1,438 @@
+"""Data checks on the stream: the checkup's data decisions fed from what a watched run actually
+trains and evaluates on, bounded in memory and read on the schedule.
+
+Feeds (all device-side, read by the host once per tick):
+- every training forward: per-sample fingerprints of the input, until MAX_TRAIN_KEYS samples;
+- each sampled training step: the label histogram and per-batch label entropy of the loss
+  call's target, the predicted classes, per-channel input moments, and (input, label) pairs
+  for the label-signal probe;
+- every evaluation loss call: fingerprints and per-channel statistics of that batch's input.
+
+The decisions are the checkup's own (``checks.data``: imbalance, shuffling, leakage,
+preprocessing mismatch; ``checks.wiring``: batch mixing) plus the label-signal probe below.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainmedic.checks.data import (FINGERPRINT_PROJECTIONS as FINGERPRINT_WIDTH,
+                                    fingerprint_keys, fingerprints, imbalance_finding,
+                                    leakage_finding, mismatched_channels, mismatch_finding,
+                                    unshuffled_finding)
+from trainmedic.findings import Finding
+
+MAX_TRAIN_KEYS = 1 << 17        # fingerprinted training samples (then fingerprinting stops)
+MAX_EVAL_BATCHES = 256          # evaluation batches kept per phase
+MAX_PAIRS = 2048                # (input, label) samples for the probe
+MAX_TOKEN_PAIRS = 1 << 16       # (token, next-token) pairs for the probe
+PROBE_FEATURES = 256
+CLASS_LOSSES = ("cross_entropy", "nll_loss")
+BINARY_LOSSES = ("binary_cross_entropy_with_logits", "binary_cross_entropy")
+REGRESSION_LOSSES = ("mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss")
+
+
+def channel_rows(x: torch.Tensor) -> torch.Tensor:
+    """(rows, channels) view of a float input: (N, F) features, (N, L, F) sequences by their
+    last dim, (N, C, ...) images by channel."""
+    x = x.detach().float()
+    if x.dim() <= 1:
+        return x.reshape(-1, 1)
+    if x.dim() == 2:
+        return x
+    if x.dim() == 3:
+        return x.reshape(-1, x.shape[-1])
+    return x.transpose(0, 1).reshape(x.shape[1], -1).t()
+
+
+class DataStream:
+    def __init__(self) -> None:
+        self.loss: str | None = None           # the training loss function's name
+        self.weighted = False                  # class weights / pos_weight in the loss call
+        self.ignore_index = -100
+        self._train_fp = _Rows(FINGERPRINT_WIDTH)
+        self.train_keys = np.zeros(0, dtype=np.int64)
+        self.train_fingerprinted = 0
+        self._counts: torch.Tensor | None = None       # label histogram of sampled batches
+        self._pred_counts: list[torch.Tensor] = []     # predicted-class histograms, recent
+        self._entropy: list[torch.Tensor] = []
+        self.batch_sizes: list[int] = []
+        self.dense_targets = False
+        self._moments: torch.Tensor | None = None      # (3, C): count, sum, sum of squares
+        self._eval: list[tuple[torch.Tensor | None, torch.Tensor | None]] = []
+        self.eval_batches: list[tuple[np.ndarray | None, np.ndarray | None]] = []
+        self._pairs: _Rows | None = None       # (input features..., label) rows on the device
+        self.pairs_x: list[np.ndarray] = []    # host copies, read once per tick
+        self.pairs_y: list[np.ndarray] = []
+        self.pair_kind: str | None = None      # "samples" | "tokens"
+        self.pairs_taken = 0
+        self.probe: dict[str, Any] | None = None
+        self.decided: set[str] = set()
+        self.val_predictions: dict[str, np.ndarray] | None = None   # the last validation pass
+
+    # -- feeds ------------------------------------------------------------------------------------
+    def on_train_forward(self, x: Any) -> None:
+        """Every training forward: fingerprint the samples (until the cap). Only float inputs:
+        windows of token ids repeat across any split of natural text."""
+        if self.train_fingerprinted < MAX_TRAIN_KEYS and _fingerprintable(x):
+            self._train_fp.append(fingerprints(x))
+            self.train_fingerprinted += len(x)
+
+    def on_train_loss(self, name: str, out: torch.Tensor, target: Any, kwargs: dict,
+                      model_input: Any) -> None:
+        """A sampled training step's loss call: labels, predictions, inputs."""
+        self.loss = name
+        if name in CLASS_LOSSES + BINARY_LOSSES:
+            self.weighted = kwargs.get("weight") is not None or kwargs.get("pos_weight") is not None
+        self.ignore_index = int(kwargs.get("ignore_index", -100))
+        if torch.is_tensor(model_input) and model_input.is_floating_point() and model_input.dim() >= 2:
+            rows = channel_rows(model_input).double()
+            m = torch.stack([torch.full_like(rows[0], len(rows)), rows.sum(0), rows.pow(2).sum(0)])
+            if self._moments is None or self._moments.shape != m.shape:
+                self._moments = m
+            else:
+                self._moments = self._moments + m
+        if not torch.is_tensor(target) or not torch.is_tensor(out):
+            return
+        labels = self._labels(name, out, target)
+        if labels is not None:
+            y, classes = labels
+            counts = torch.bincount(y, minlength=classes)[:classes]
+            self._counts = counts if self._counts is None or len(self._counts) != classes else self._counts + counts
+            p = counts.float() / counts.sum().clamp_min(1)
+            self._entropy = (self._entropy + [-(p * p.clamp_min(1e-30).log()).sum()])[-64:]
+            self.batch_sizes = (self.batch_sizes + [int(y.numel())])[-64:]
+            self.dense_targets = target.dim() > 1 and name in CLASS_LOSSES
+            pred = out.detach().argmax(1).reshape(-1) if name in CLASS_LOSSES else \
+                (out.detach().reshape(-1) > (0 if name == BINARY_LOSSES[0] else 0.5)).long()
+            self._pred_counts = (self._pred_counts + [torch.bincount(pred, minlength=classes)[:classes]])[-3:]
+
+    def _labels(self, name: str, out: torch.Tensor, target: torch.Tensor):
+        """(valid integer labels, number of classes) of a classification loss call, else None."""
+        if name in CLASS_LOSSES and not target.is_floating_point() and out.dim() >= 2:
+            classes = int(out.shape[1])
+            y = target.reshape(-1)
+            return y[(y >= 0) & (y < classes) & (y != self.ignore_index)].long(), classes
+        if name in BINARY_LOSSES and target.numel() == out.numel():
+            y = target.reshape(-1)
+            if ((y == 0) | (y == 1)).all():         # one sync per sampled step, hard labels only
+                return y.long(), 2
+        return None
+
+    @property
+    def wants_pairs(self) -> bool:
+        return self.pairs_taken < (MAX_TOKEN_PAIRS if self.pair_kind == "tokens" else MAX_PAIRS)
+
+    def keep_pair(self, name: str, target: Any, kwargs: dict, x: Any) -> None:
+        """A training loss call: copy (model input features, label) rows for the probe into
+        device buffers, until there are enough."""
+        self.loss = name
+        self.ignore_index = int(kwargs.get("ignore_index", -100))
+        if not torch.is_tensor(x) or not torch.is_tensor(target) or not len(target):
+            return
+        if not x.is_floating_point() and x.dim() == 2 and target.numel() == x.numel() \
+                and name in CLASS_LOSSES:
+            kind = "tokens"
+        elif x.dim() >= 2 and len(target) == len(x) and target[0].numel() == 1:
+            kind = "samples"
+        else:
+            return
+        if self.pair_kind not in (None, kind):
+            return
+        if kind == "tokens":
+            rows = torch.stack([x.detach().reshape(-1), target.detach().reshape(-1)], 1).float()
+        else:
+            rows = torch.cat([_probe_features(x), target.detach().reshape(len(target), 1).float()], 1)
+        if self._pairs is None:
+            self._pairs = _Rows(rows.shape[1])
+        if rows.shape[1] != self._pairs.width:      # inputs changed shape: keep what we have
+            self.pairs_taken = MAX_TOKEN_PAIRS
+            return
+        self.pair_kind = kind
+        self._pairs.append(rows)
+        self.pairs_taken += len(rows)
+
+    def on_eval_batch(self, x: Any) -> None:
+        """An evaluation loss call: fingerprints and per-channel statistics of its input."""
+        if not torch.is_tensor(x) or x.dim() < 2 or len(self._eval) >= MAX_EVAL_BATCHES:
+            return
+        fp = fingerprints(x) if _fingerprintable(x) else None
+        stats = None
+        if x.is_floating_point():
+            std, mean = torch.std_mean(channel_rows(x), dim=0)
+            stats = torch.stack([mean, std])
+        self._eval.append((fp, stats))
+
+    def close_eval_phase(self) -> None:
+        """The evaluation phase ended: its batches become the ones judged."""
+        if self._eval:
+            self.eval_batches = [(None if fp is None else fingerprint_keys(fp.cpu().numpy()),
+                                  None if st is None else st.cpu().numpy()) for fp, st in self._eval]
+        self._eval = []
+
+    # -- host read, once per tick ------------------------------------------------------------------
+    def take(self) -> None:
+        fp = self._train_fp.take()
+        if fp is not None:
+            self.train_keys = np.concatenate([self.train_keys, fingerprint_keys(fp)])
+        rows = self._pairs.take() if self._pairs is not None else None
+        if rows is None:
+            return
+        if self.pair_kind == "tokens":
+            rows = rows.astype(np.int64)
+            rows = rows[rows[:, 1] != self.ignore_index]
+        self.pairs_x.append(rows[:, :-1] if self.pair_kind != "tokens" else rows[:, 0])
+        self.pairs_y.append(rows[:, -1])
+
+    # -- decisions ---------------------------------------------------------------------------------
+    def findings(self, run, model_loss: np.ndarray) -> list[Finding]:
+        """New findings from everything streamed so far (each id at most once per run)."""
+        out: list[Finding] = []
+        for fid, judge in (("class_imbalance", self._imbalance), ("unshuffled_data", self._unshuffled),
+                           ("train_val_leakage", self._leakage),
+                           ("preprocessing_mismatch", self._mismatch),
+                           ("label_noise", lambda: self._label_signal(run, model_loss))):
+            if fid in self.decided:
+                continue
+            found = judge()
+            if found:
+                self.decided.add(fid)
+                out += found
+        return out
+
+    def _host_counts(self) -> np.ndarray | None:
+        return None if self._counts is None else self._counts.cpu().numpy()
+
+    def _imbalance(self):
+        """The labels are dominated by one class and the model answers with it: on the
+        sampled training batches (>= 95% of predictions), or on validation (at least half of
+        the predictions and twice the class's validation share)."""
+        counts = self._host_counts()
+        if counts is None or counts.sum() < 50 or not self._pred_counts:
+            return None
+        top = int(counts.argmax())
+        pred = torch.stack(self._pred_counts).sum(0).cpu().numpy()
+        share = float(pred[top] / max(pred.sum(), 1))
+        val = self.val_predictions
+        if val is not None and len(val["pred"]):
+            val_share = float((val["pred"] == top).mean())
+            if val_share >= 0.5 and val_share >= 2 * float((val["target"] == top).mean()):
+                share = max(share, 0.95, float(counts[top] / counts.sum()))
+        return imbalance_finding(counts, "pixels" if self.dense_targets else "samples",
+                                 predicted_share=share, weighted=self.weighted)
+
+    def _unshuffled(self):
+        counts = self._host_counts()
+        if counts is None or len(self._entropy) < 3 or self.dense_targets:
+            return None
+        per_batch = float(torch.stack(self._entropy).mean())
+        return unshuffled_finding(counts, per_batch, int(np.median(self.batch_sizes)))
+
+    def _leakage(self):
+        # Training coverage is known complete once samples repeat (an epoch went by); before
+        # that a partial overlap says nothing.
+        keys = self.train_keys[self.train_keys >= 0]
+        batches = [k for k, _ in self.eval_batches if k is not None]
+        if not len(keys) or not batches or len(np.unique(keys)) > 0.8 * len(keys):
+            return None
+        return leakage_finding(keys, batches)
+
+    def _mismatch(self):
+        if self._moments is None or not self.eval_batches:
+            return None
+        n, s, ss = self._moments.cpu().numpy()
+        mt = s / n
+        st = np.sqrt(np.maximum(ss / n - mt ** 2, 0))
+        own = [(k, st_) for k, st_ in self.eval_batches if st_ is not None and st_.shape[1] == len(mt)
+               and not _train_like(k, self.train_keys)]
+        if not own:
+            return None
+        bad = [mismatched_channels(mt, st, b[0], b[1])[0].mean() >= 0.5 for _, b in own]
+        if np.mean(bad) < 0.5:
+            return None
+        mv = np.mean([b[0] for _, b in own], axis=0)
+        sv = np.mean([b[1] for _, b in own], axis=0)
+        return mismatch_finding(mt, st, mv, sv, batches=f" ({sum(bad)} of {len(own)} evaluation batches)")
+
+    def _label_signal(self, run, model_loss: np.ndarray):
+        """Labels that carry no signal: a simple probe on the sampled (input, label) pairs finds
+        nothing to predict, and the network's own loss sits at the labels' no-information level."""
+        if run.step < 50 or len(model_loss) < 50 or run.adversarial:
+            return None
+        pairs = sum(len(a) for a in self.pairs_x)
+        if self.probe is None or pairs >= 2 * self.probe["samples"]:    # more data: probe again
+            self.probe = label_probe(self.pair_kind, self.pairs_x, self.pairs_y, self.loss)
+        probe = self.probe
+        if probe is None:
+            return None
+        level = probe["no_information_loss"]
+        current = float(np.median(model_loss[-max(3, len(model_loss) // 5):]))
+        if probe["signal"] or level is None or current < 0.9 * level:
+            return None
+        return [Finding.make(
+            "label_noise",
+            f"The labels carry no signal that a simple model can find in the inputs: a "
+            f"{probe['method']} on {probe['samples']} sampled {self.pair_kind} scores "
+            f"{probe['score']:.4g} against {probe['baseline']:.4g} for guessing, and the network's loss "
+            f"({current:.4g}) sits at the labels' no-information level ({level:.4g}). Inputs and "
+            f"labels are probably misaligned (shuffled separately, taken from another sample).",
+            where="labels", evidence={**probe, "model_loss": current})]
+
+
+def _fingerprintable(x: Any) -> bool:
+    return torch.is_tensor(x) and x.is_floating_point() and x.dim() >= 2 and len(x) > 0 \
+        and x.numel() // len(x) >= 2
+
+
+def _train_like(keys: np.ndarray | None, train_keys: np.ndarray) -> bool:
+    """An evaluation batch made of training samples (an evaluation on the training set)."""
+    if keys is None or not len(train_keys):
+        return False
+    k = keys[keys >= 0]
+    return bool(len(k)) and np.isin(k, train_keys).mean() >= 0.9
+
+
+class _Rows:
+    """Rows appended on the device into preallocated chunks (no per-step allocation outlives
+    the step), read by the host in one copy."""
+
+    CHUNK = 8192
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.chunks: list[torch.Tensor] = []
+        self.fill = 0
+
+    def append(self, rows: torch.Tensor) -> None:
+        rows = rows.detach().float()
+        while len(rows):
+            if not self.chunks or self.fill == self.CHUNK or self.chunks[-1].device != rows.device:
+                self.chunks.append(torch.empty(self.CHUNK, self.width, device=rows.device))
+                self.fill = 0
+            n = min(self.CHUNK - self.fill, len(rows))
+            self.chunks[-1][self.fill:self.fill + n] = rows[:n]
+            self.fill += n
+            rows = rows[n:]
+
+    def take(self) -> np.ndarray | None:
+        if not self.chunks:
+            return None
+        parts = [c.cpu().numpy() for c in self.chunks[:-1]] + [self.chunks[-1][:self.fill].cpu().numpy()]
+        self.chunks, self.fill = [], 0
+        return np.concatenate(parts)
+
+
+def _probe_features(x: torch.Tensor) -> torch.Tensor:
+    """At most PROBE_FEATURES features per sample, on the device: images average-pooled,
+    token ids as a hashed bag of tokens, anything else flattened and strided."""
+    x = x.detach()
+    if not x.is_floating_point():
+        ids = x.reshape(len(x), -1).long() % PROBE_FEATURES
+        return torch.zeros(len(x), PROBE_FEATURES, device=x.device).scatter_add_(
+            1, ids, torch.ones_like(ids, dtype=torch.float))
+    x = x.float()
+    if x.dim() == 4:
+        c = x.shape[1]
+        side = max(1, int(math.sqrt(PROBE_FEATURES / c)))
+        x = torch.nn.functional.adaptive_avg_pool2d(x, (min(side, x.shape[2]), min(side, x.shape[3])))
+    flat = x.reshape(len(x), -1)
+    if flat.shape[1] > PROBE_FEATURES:
+        flat = flat[:, ::math.ceil(flat.shape[1] / PROBE_FEATURES)]
+    return flat
+
+
+def label_probe(kind: str | None, xs: list[np.ndarray], ys: list[np.ndarray],
+                loss: str | None) -> dict[str, Any] | None:
+    """Held-out score of simple predictors of the label from the input, against guessing.
+
+    Token pairs (language models): a bigram table (next token from the current one) vs the
+    unigram distribution, in cross-entropy. Samples: the better of 1-nearest-neighbour and
+    nearest class mean on standardised features vs the majority class (classification), or
+    ridge regression / k-NN R^2 vs the mean (regression). ``signal`` is whether the probe beats
+    guessing clearly (three standard errors)."""
+    if not xs or kind is None or loss is None:
+        return None
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    if kind == "tokens":
+        return _bigram_probe(x, y) if len(x) >= 2000 else None
+    _, first = np.unique(x, axis=0, return_index=True)      # a sample seen in several epochs
+    x, y = x[np.sort(first)], y[np.sort(first)]             # counts once (no memorised pairs)
+    if len(x) < 256:
+        return None
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(x))
+    x, y = x[order], y[order]
+    half = len(x) // 2
+    mu, sd = x[:half].mean(0), x[:half].std(0) + 1e-6
+    z = torch.from_numpy((x - mu) / sd).float()
+    if loss in REGRESSION_LOSSES:
+        return _regression_probe(z, y, half, loss)
+    return _class_probe(z, y.astype(np.int64), half, loss)
+
+
+def _entropy(counts: np.ndarray) -> float:
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def _bigram_probe(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    half = len(x) // 2
+    vocab = int(max(x.max(), y.max())) + 1
+    # counts from the first half, cross-entropy on the second, add-one smoothing on both
+    uni = np.bincount(y[:half], minlength=vocab) + 1.0
+    uni_ce = float(-np.log(uni[y[half:]] / uni.sum()).mean())
+    key = x[:half] * vocab + y[:half]
+    pairs, counts = np.unique(key, return_counts=True)
+    ctx = np.bincount(x[:half], minlength=vocab).astype(float)
+    test = x[half:] * vocab + y[half:]
+    pos = np.searchsorted(pairs, test)
+    pos = np.minimum(pos, len(pairs) - 1)
+    hit = np.where(pairs[pos] == test, counts[pos], 0)
+    prob = (hit + uni[y[half:]] / uni.sum() * 10) / (ctx[x[half:]] + 10)   # back off to unigram
+    bi_ce = float(-np.log(prob).mean())
+    se = float(np.std(-np.log(prob)) / math.sqrt(len(prob)))
+    return {"method": "bigram table", "samples": int(len(x)), "score": bi_ce, "baseline": uni_ce,
+            "signal": bool(bi_ce < uni_ce - max(0.02, 3 * se)),
+            "no_information_loss": _entropy(np.bincount(y, minlength=vocab).astype(float))}
+
+
+def _class_probe(z: torch.Tensor, y: np.ndarray, half: int, loss: str) -> dict[str, Any]:
+    yt = torch.from_numpy(y)
+    train, test = slice(0, half), slice(half, None)
+    d = torch.cdist(z[test], z[train])
+    nn1 = yt[train][d.argmin(1)]
+    classes = int(y.max()) + 1
+    means = torch.stack([z[train][yt[train] == c].mean(0) if (yt[train] == c).any()
+                         else torch.full((z.shape[1],), float("inf")) for c in range(classes)])
+    centroid = torch.cdist(z[test], means).argmin(1)
+    acc = max(float((nn1 == yt[test]).float().mean()), float((centroid == yt[test]).float().mean()))
+    counts = np.bincount(y[:half], minlength=classes)
+    base = float((y[half:] == counts.argmax()).mean())
+    n = len(y) - half
+    se = math.sqrt(max(base * (1 - base), 1e-4) / n)
+    full = np.bincount(y, minlength=classes).astype(float)
+    info = _entropy(full)
+    return {"method": "nearest-neighbour / class-mean probe", "samples": int(len(y)),
+            "score": acc, "baseline": base, "signal": bool(acc > base + 3 * se + 0.02),
+            "no_information_loss": info if loss in CLASS_LOSSES + BINARY_LOSSES else None}
+
+
+def _regression_probe(z: torch.Tensor, y: np.ndarray, half: int, loss: str) -> dict[str, Any]:
+    yt = torch.from_numpy(y).double()
+    zt = torch.cat([z.double(), torch.ones(len(z), 1, dtype=torch.float64)], 1)
+    a, b = zt[:half], zt[half:]
+    w = torch.linalg.solve(a.T @ a + 1.0 * torch.eye(a.shape[1], dtype=torch.float64), a.T @ yt[:half])
+    var = float(((yt[half:] - yt[:half].mean()) ** 2).mean()) + 1e-12
+    r2_lin = 1 - float(((b @ w - yt[half:]) ** 2).mean()) / var
+    d = torch.cdist(z[half:], z[:half])
+    knn = yt[:half][d.topk(5, largest=False).indices].mean(1)
+    r2_knn = 1 - float(((knn - yt[half:]) ** 2).mean()) / var
+    score = max(r2_lin, r2_knn)
+    n = len(y) - half
+    return {"method": "ridge / 5-NN regression probe (R^2)", "samples": int(len(y)), "score": score,
+            "baseline": 0.0, "signal": bool(score > max(0.05, 3 / math.sqrt(n))),
+            "no_information_loss": float(np.var(y)) if loss == "mse_loss" else None}

@@ -1,0 +1,81 @@
+"""Bug: the character-level LSTM language model uses Adam with lr=1.0, 100x the 1e-2 that suits
+it (the value came from a plain-SGD recipe). It does not diverge, but its loss settles on a noisy
+floor far above where lr=1e-2 takes it (clean_charlm.py is the same program at the right rate).
+Expect learning_rate_too_high (root cause)."""
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
+
+EXPECT = "learning_rate_too_high"
+
+SUBJECTS = ["the cat", "the dog", "a bird", "my friend", "the old man", "a child", "her sister"]
+VERBS = ["sees", "likes", "chases", "finds", "eats", "hears", "wants"]
+OBJECTS = ["the ball", "a fish", "the red car", "some bread", "the moon", "a small tree", "his hat"]
+ENDS = [".", " today.", " again.", " in the park.", " at night."]
+
+
+def make_text(n_sentences, g):
+    def pick(words):
+        return words[torch.randint(len(words), (1,), generator=g).item()]
+    return " ".join(f"{pick(SUBJECTS)} {pick(VERBS)} {pick(OBJECTS)}{pick(ENDS)}"
+                    for _ in range(n_sentences))
+
+
+class Chunks(Dataset):
+    """Consecutive windows of T characters; the target is the window shifted by one."""
+
+    def __init__(self, data, T):
+        self.data, self.T = data, T
+
+    def __len__(self):
+        return (len(self.data) - 1) // self.T
+
+    def __getitem__(self, i):
+        start = i * self.T
+        return self.data[start:start + self.T], self.data[start + 1:start + 1 + self.T]
+
+
+class CharLSTM(nn.Module):
+    def __init__(self, vocab, emb=32, hidden=128):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, emb)
+        self.lstm = nn.LSTM(emb, hidden, batch_first=True)
+        self.out = nn.Linear(hidden, vocab)
+
+    def forward(self, x):
+        h, _ = self.lstm(self.emb(x))
+        return self.out(h)
+
+
+def main(watch=None):
+    torch.manual_seed(0)
+    text = make_text(1200, torch.Generator().manual_seed(1))
+    chars = sorted(set(text))
+    V = len(chars)
+    stoi = {c: i for i, c in enumerate(chars)}
+    data = torch.tensor([stoi[c] for c in text])
+    n = int(0.9 * len(data))
+    train = DataLoader(Chunks(data[:n], 32), batch_size=32, shuffle=True)
+    val = DataLoader(Chunks(data[n:], 32), batch_size=128)
+    model = CharLSTM(V)
+    opt = torch.optim.Adam(model.parameters(), lr=1.0)
+    monitor = watch(model, opt) if watch else None
+    for epoch in range(6):
+        model.train()
+        for x, y in train:
+            logits = model(x)
+            loss = F.cross_entropy(logits.view(-1, V), y.view(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            val_loss = sum(F.cross_entropy(model(x).view(-1, V), y.view(-1)).item()
+                           for x, y in val) / len(val)
+        print(f"epoch {epoch} train_loss {loss.item():.3f} val_loss {val_loss:.3f}")
+    return monitor
+
+
+if __name__ == "__main__":
+    main()
