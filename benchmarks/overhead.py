@@ -3,6 +3,8 @@
     python benchmarks/overhead.py                          # digits CNN on CPU, 1500 steps
     python benchmarks/overhead.py --model resnet50 --device cuda --batch 128 --bf16
     python benchmarks/overhead.py --model small-cnn --device cuda
+    python benchmarks/overhead.py --model lstm-lm --batch 20 --steps 300   # a language model
+    python benchmarks/overhead.py --scripts tests/zoo/clean_charlm.py ...  # whole process
 
 Plain runs, watched runs and watched runs without the data checks on the stream alternate; each takes the median of several repeats of `--steps` steps
 after a warm-up, and the ratio watched/plain is printed.
@@ -21,6 +23,18 @@ import trainmedic
 from trainmedic.demo import DigitsCNN
 
 
+class WordLM(nn.Module):
+    """Embedding 200, LSTM 200 (batch first), a full softmax head; logits flattened to
+    (batch * time, vocab) for the loss."""
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.emb, self.lstm, self.head = nn.Embedding(vocab, 200), nn.LSTM(200, 200, batch_first=True), nn.Linear(200, vocab)
+
+    def forward(self, x):
+        return self.head(self.lstm(self.emb(x))[0]).reshape(-1, self.head.out_features)
+
+
 def build(name: str):
     if name == "digits-cnn":
         return DigitsCNN(), (1, 8, 8), 10
@@ -29,10 +43,12 @@ def build(name: str):
                               nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(64, 64, 3, padding=1),
                               nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
         return model, (3, 32, 32), 10
+    if name == "lstm-lm":                    # a word-level LM: PyTorch's example, 10k vocabulary
+        return WordLM(10_000), (35,), 10_000
     if name == "resnet50":
         import torchvision
         return torchvision.models.resnet50(), (3, 224, 224), 1000
-    raise SystemExit(f"--model {name!r}: expected digits-cnn, small-cnn or resnet50")
+    raise SystemExit(f"--model {name!r}: expected digits-cnn, small-cnn, lstm-lm or resnet50")
 
 
 def timed(model, opt, x, y, steps, bf16, device, watch, without=()):
@@ -62,8 +78,34 @@ def timed(model, opt, x, y, steps, bf16, device, watch, without=()):
     return elapsed / steps
 
 
+def whole_process(scripts: list[str], repeats: int) -> None:
+    """Wall time of `python SCRIPT` against `python -m trainmedic.cli run --no-live SCRIPT`
+    (imports, data, training, report: what a user waits for), medians of alternating runs."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    ratios = []
+    for script in map(os.path.abspath, scripts):
+        times: dict[str, list[float]] = {"plain": [], "watched": []}
+        with tempfile.TemporaryDirectory() as tmp:
+            for _ in range(repeats):
+                for kind, cmd in (("plain", [sys.executable, script]),
+                                  ("watched", [sys.executable, "-m", "trainmedic.cli", "run", "--no-live", script])):
+                    t = time.perf_counter()
+                    subprocess.run(cmd, cwd=tmp, capture_output=True, check=True,
+                                   env={**os.environ, "PYTHONPATH": os.path.dirname(script)})
+                    times[kind].append(time.perf_counter() - t)
+        p, w = statistics.median(times["plain"]), statistics.median(times["watched"])
+        ratios.append(w / p)
+        print(f"{os.path.basename(script):40} plain {p:6.2f} s  watched {w:6.2f} s  {w / p:.3f}x")
+    print(f"median {statistics.median(ratios):.3f}x over {len(ratios)} scripts")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--scripts", nargs="+", help="whole-process mode: time these training scripts "
+                                                 "plain and under `trainmedic run`")
     ap.add_argument("--model", default="digits-cnn")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=64)
@@ -71,13 +113,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--bf16", action="store_true")
     args = ap.parse_args()
+    if args.scripts:
+        whole_process(args.scripts, args.repeats)
+        return
     device = torch.device(args.device)
     torch.manual_seed(0)
     model, shape, classes = build(args.model)
     model = model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(args.batch, *shape, device=device)
-    y = torch.randint(0, classes, (args.batch,), device=device)
+    if args.model == "lstm-lm":
+        x = torch.randint(0, classes, (args.batch, *shape), device=device)
+        y = torch.randint(0, classes, (args.batch * shape[0],), device=device)
+    else:
+        x = torch.randn(args.batch, *shape, device=device)
+        y = torch.randint(0, classes, (args.batch,), device=device)
     plain, watched, no_data = [], [], []
     for _ in range(args.repeats):
         plain.append(timed(model, opt, x, y, args.steps, args.bf16, device, watch=False))

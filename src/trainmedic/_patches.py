@@ -76,10 +76,12 @@ def _wrap_loss(name: str, fn):
         output = args[0] if args else kwargs.get("input")
         target = args[1] if len(args) > 1 else kwargs.get("target")
         if any(m.validation.is_eval_loss() for m in _active):
-            # cross_entropy / nll_loss: targets equal to ignore_index (4th positional) are not judged
-            ignore = kwargs.get("ignore_index", args[3] if len(args) > 3 else -100)
+            # cross_entropy / nll_loss: targets equal to ignore_index (5th positional) are not judged
+            ignore = kwargs.get("ignore_index", args[4] if len(args) > 4 else -100)
+            ignore = -100 if isinstance(ignore, bool) else ignore
             for m in list(_active):
-                m._on_eval_loss(name, output, target, result, ignore_index=ignore)
+                m._on_eval_loss(name, output, target, result, ignore_index=ignore,
+                                summed=kwargs.get("reduction") == "sum")
         else:
             for m in list(_active):
                 m._on_train_loss_call(name, target, kwargs)

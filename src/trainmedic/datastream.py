@@ -51,76 +51,95 @@ def channel_rows(x: torch.Tensor) -> torch.Tensor:
 
 class DataStream:
     def __init__(self) -> None:
-        self.loss: str | None = None           # the training loss function's name
+        self.loss: str | None = None           # the loss the label statistics come from
         self.weighted = False                  # class weights / pos_weight in the loss call
         self.ignore_index = -100
         self._train_fp = _Rows(FINGERPRINT_WIDTH)
-        self.train_keys = np.zeros(0, dtype=np.int64)
+        self._train_parts: list[np.ndarray] = []        # host keys, one array per tick
+        self._train_unique = np.zeros(0, dtype=np.int64)
         self.train_fingerprinted = 0
-        self._counts: torch.Tensor | None = None       # label histogram of sampled batches
-        self._pred_counts: list[torch.Tensor] = []     # predicted-class histograms, recent
+        self.covered = False                   # the training inputs came round again (an epoch)
+        self._counts: torch.Tensor | None = None       # (3, C+1): labels, predicted, correct
+        self._recent: list[torch.Tensor] = []          # the same, for the last sampled batches
         self._entropy: list[torch.Tensor] = []
         self.batch_sizes: list[int] = []
         self.dense_targets = False
         self._moments: torch.Tensor | None = None      # (3, C): count, sum, sum of squares
         self._eval: list[tuple[torch.Tensor | None, torch.Tensor | None]] = []
-        self.eval_batches: list[tuple[np.ndarray | None, np.ndarray | None]] = []
+        self.eval_batches: list[tuple[np.ndarray | None, np.ndarray | None]] = []   # all phases
+        self._fresh_eval = False               # an evaluation phase ended since the last look
         self._pairs: _Rows | None = None       # (input features..., label) rows on the device
         self.pairs_x: list[np.ndarray] = []    # host copies, read once per tick
         self.pairs_y: list[np.ndarray] = []
         self.pair_kind: str | None = None      # "samples" | "tokens"
+        self.pair_loss: str | None = None
         self.pairs_taken = 0
         self.probe: dict[str, Any] | None = None
+        self._probed_with = 0
         self.decided: set[str] = set()
         self.val_predictions: dict[str, np.ndarray] | None = None   # the last validation pass
 
     # -- feeds ------------------------------------------------------------------------------------
     def on_train_forward(self, x: Any) -> None:
-        """Every training forward: fingerprint the samples (until the cap). Only float inputs:
+        """Every training forward, until the inputs come round again (or MAX_TRAIN_KEYS):
+        fingerprint the samples (one matmul into a preallocated buffer). Float inputs only:
         windows of token ids repeat across any split of natural text."""
-        if self.train_fingerprinted < MAX_TRAIN_KEYS and _fingerprintable(x):
-            self._train_fp.append(fingerprints(x))
+        if not self.covered and self.train_fingerprinted < MAX_TRAIN_KEYS and _fingerprintable(x):
+            out = self._train_fp.slot(len(x), x.device)
+            if out is not None:
+                fingerprints(x, out=out)
             self.train_fingerprinted += len(x)
 
     def on_train_loss(self, name: str, out: torch.Tensor, target: Any, kwargs: dict,
                       model_input: Any) -> None:
-        """A sampled training step's loss call: labels, predictions, inputs."""
-        self.loss = name
-        if name in CLASS_LOSSES + BINARY_LOSSES:
-            self.weighted = kwargs.get("weight") is not None or kwargs.get("pos_weight") is not None
-        self.ignore_index = int(kwargs.get("ignore_index", -100))
+        """A sampled training step's loss call: labels, predictions, inputs (device-side; the
+        host reads them at the tick)."""
         if torch.is_tensor(model_input) and model_input.is_floating_point() and model_input.dim() >= 2:
-            rows = channel_rows(model_input).double()
-            m = torch.stack([torch.full_like(rows[0], len(rows)), rows.sum(0), rows.pow(2).sum(0)])
-            if self._moments is None or self._moments.shape != m.shape:
-                self._moments = m
-            else:
-                self._moments = self._moments + m
-        if not torch.is_tensor(target) or not torch.is_tensor(out):
+            rows = channel_rows(model_input)
+            m = torch.stack([torch.full_like(rows[0], len(rows)), rows.sum(0), rows.pow(2).sum(0)]).double()
+            same = self._moments is not None and self._moments.shape == m.shape
+            self._moments = self._moments + m.to(self._moments.device) if same else m
+        if not torch.is_tensor(target) or not torch.is_tensor(out) or target.dim() == 0:
             return
-        labels = self._labels(name, out, target)
-        if labels is not None:
-            y, classes = labels
-            counts = torch.bincount(y, minlength=classes)[:classes]
-            self._counts = counts if self._counts is None or len(self._counts) != classes else self._counts + counts
-            p = counts.float() / counts.sum().clamp_min(1)
-            self._entropy = (self._entropy + [-(p * p.clamp_min(1e-30).log()).sum()])[-64:]
-            self.batch_sizes = (self.batch_sizes + [int(y.numel())])[-64:]
-            self.dense_targets = target.dim() > 1 and name in CLASS_LOSSES
-            pred = out.detach().argmax(1).reshape(-1) if name in CLASS_LOSSES else \
-                (out.detach().reshape(-1) > (0 if name == BINARY_LOSSES[0] else 0.5)).long()
-            self._pred_counts = (self._pred_counts + [torch.bincount(pred, minlength=classes)[:classes]])[-3:]
+        labels = self._labels(name, out, target, int(kwargs.get("ignore_index", -100)))
+        if labels is None:
+            return
+        y, pred, classes = labels
+        if self.loss != name:
+            self._counts, self._recent, self._entropy, self.batch_sizes = None, [], [], []
+        self.loss = name
+        self.weighted = kwargs.get("weight") is not None or kwargs.get("pos_weight") is not None
+        self.ignore_index = int(kwargs.get("ignore_index", -100))
+        # invalid labels go to an overflow bin (index ``classes``): no boolean indexing, no sync
+        bins = classes + 1
+        counts = torch.stack([torch.bincount(y, minlength=bins)[:bins],
+                              torch.bincount(torch.where(y < classes, pred, classes), minlength=bins)[:bins],
+                              torch.bincount(torch.where(pred == y, y, classes), minlength=bins)[:bins]])
+        fits = self._counts is not None and self._counts.shape == counts.shape
+        self._counts = self._counts + counts if fits else counts
+        self._recent = (self._recent + [counts])[-3:]
+        p = counts[0, :classes].float() / counts[0, :classes].sum().clamp_min(1)
+        self._entropy = (self._entropy + [-(p * p.clamp_min(1e-30).log()).sum()])[-64:]
+        self.batch_sizes = (self.batch_sizes + [int(y.numel())])[-64:]
+        self.dense_targets = target.dim() > 1
 
-    def _labels(self, name: str, out: torch.Tensor, target: torch.Tensor):
-        """(valid integer labels, number of classes) of a classification loss call, else None."""
-        if name in CLASS_LOSSES and not target.is_floating_point() and out.dim() >= 2:
+    @staticmethod
+    def _labels(name: str, out: torch.Tensor, target: torch.Tensor, ignore: int):
+        """(labels, predictions, classes) of a single-label classification loss call, labels
+        outside [0, classes) (ignored ones, soft BCE targets) mapped to ``classes``."""
+        out = out.detach()
+        if name in CLASS_LOSSES and not target.is_floating_point() and out.dim() >= 2 \
+                and target.numel() * out.shape[1] == out.numel():
             classes = int(out.shape[1])
-            y = target.reshape(-1)
-            return y[(y >= 0) & (y < classes) & (y != self.ignore_index)].long(), classes
-        if name in BINARY_LOSSES and target.numel() == out.numel():
-            y = target.reshape(-1)
-            if ((y == 0) | (y == 1)).all():         # one sync per sampled step, hard labels only
-                return y.long(), 2
+            y = target.detach().reshape(-1).long()
+            pred = out.argmax(1).reshape(-1)
+            return torch.where((y >= 0) & (y < classes) & (y != ignore), y, classes), pred, classes
+        if name in BINARY_LOSSES and target.numel() == out.numel() and out.dim() <= 2 \
+                and (out.dim() < 2 or out.shape[-1] == 1):          # not multi-label
+            y = target.detach().reshape(-1)
+            hard = (y == 0) | (y == 1)
+            pred = (out.reshape(-1) > (0 if name == BINARY_LOSSES[0] else 0.5)).long()
+            return torch.where(hard, y.long(), 2), pred, 2
         return None
 
     @property
@@ -129,10 +148,9 @@ class DataStream:
 
     def keep_pair(self, name: str, target: Any, kwargs: dict, x: Any) -> None:
         """A training loss call: copy (model input features, label) rows for the probe into
-        device buffers, until there are enough."""
-        self.loss = name
-        self.ignore_index = int(kwargs.get("ignore_index", -100))
-        if not torch.is_tensor(x) or not torch.is_tensor(target) or not len(target):
+        device buffers, until there are enough. The pairs come from one loss function."""
+        if not torch.is_tensor(x) or not torch.is_tensor(target) or target.dim() == 0 \
+                or x.dim() == 0 or not len(target) or self.pair_loss not in (None, name):
             return
         if not x.is_floating_point() and x.dim() == 2 and target.numel() == x.numel() \
                 and name in CLASS_LOSSES:
@@ -143,42 +161,50 @@ class DataStream:
             return
         if self.pair_kind not in (None, kind):
             return
+        target = target.detach().to(x.device)
         if kind == "tokens":
-            rows = torch.stack([x.detach().reshape(-1), target.detach().reshape(-1)], 1).float()
+            rows = torch.stack([x.detach().reshape(-1), target.reshape(-1)], 1).float()
         else:
-            rows = torch.cat([_probe_features(x), target.detach().reshape(len(target), 1).float()], 1)
+            rows = torch.cat([_probe_features(x), target.reshape(len(target), 1).float()], 1)
         if self._pairs is None:
-            self._pairs = _Rows(rows.shape[1])
+            self._pairs = _Rows(rows.shape[1], chunk=8192 if kind == "tokens" else MAX_PAIRS)
         if rows.shape[1] != self._pairs.width:      # inputs changed shape: keep what we have
             self.pairs_taken = MAX_TOKEN_PAIRS
             return
-        self.pair_kind = kind
+        self.pair_kind, self.pair_loss = kind, name
+        self.ignore_index = int(kwargs.get("ignore_index", -100))
         self._pairs.append(rows)
         self.pairs_taken += len(rows)
 
     def on_eval_batch(self, x: Any) -> None:
-        """An evaluation loss call: fingerprints and per-channel statistics of its input."""
+        """An evaluation loss call: fingerprints and per-channel moments of its input."""
         if not torch.is_tensor(x) or x.dim() < 2 or len(self._eval) >= MAX_EVAL_BATCHES:
             return
         fp = fingerprints(x) if _fingerprintable(x) else None
-        stats = None
+        moments = None
         if x.is_floating_point():
-            std, mean = torch.std_mean(channel_rows(x), dim=0)
-            stats = torch.stack([mean, std])
-        self._eval.append((fp, stats))
+            rows = channel_rows(x)
+            moments = torch.stack([torch.full_like(rows[0], len(rows)), rows.sum(0), rows.pow(2).sum(0)])
+        self._eval.append((fp, moments))
 
     def close_eval_phase(self) -> None:
-        """The evaluation phase ended: its batches become the ones judged."""
-        if self._eval:
-            self.eval_batches = [(None if fp is None else fingerprint_keys(fp.cpu().numpy()),
-                                  None if st is None else st.cpu().numpy()) for fp, st in self._eval]
+        """The evaluation phase ended: its batches join the ones judged (at most
+        MAX_EVAL_BATCHES over the run)."""
+        room = MAX_EVAL_BATCHES - len(self.eval_batches)
+        self.eval_batches += [(None if fp is None else fingerprint_keys(fp.cpu().numpy()),
+                               None if m is None else m.double().cpu().numpy()) for fp, m in self._eval[:room]]
+        self._fresh_eval |= bool(self._eval)
         self._eval = []
 
     # -- host read, once per tick ------------------------------------------------------------------
     def take(self) -> None:
         fp = self._train_fp.take()
         if fp is not None:
-            self.train_keys = np.concatenate([self.train_keys, fingerprint_keys(fp)])
+            keys = fingerprint_keys(fp)
+            keys = keys[keys >= 0]
+            if len(keys) and len(self._train_unique) and np.isin(keys, self._train_unique).mean() >= 0.9:
+                self.covered = True             # an epoch went by: every training sample is known
+            self._train_unique = np.union1d(self._train_unique, keys)
         rows = self._pairs.take() if self._pairs is not None else None
         if rows is None:
             return
@@ -189,14 +215,17 @@ class DataStream:
         self.pairs_y.append(rows[:, -1])
 
     # -- decisions ---------------------------------------------------------------------------------
-    def findings(self, run, model_loss: np.ndarray) -> list[Finding]:
-        """New findings from everything streamed so far (each id at most once per run)."""
+    def findings(self, run, model_loss: np.ndarray, final: bool = False) -> list[Finding]:
+        """New findings from everything streamed so far (each id at most once per run). The
+        evaluation data is judged when an evaluation phase ended (and at the end)."""
         out: list[Finding] = []
+        judge_eval, self._fresh_eval = self._fresh_eval or final, False
         for fid, judge in (("class_imbalance", self._imbalance), ("unshuffled_data", self._unshuffled),
-                           ("train_val_leakage", self._leakage),
+                           ("train_val_leakage", lambda: self._leakage(final)),
                            ("preprocessing_mismatch", self._mismatch),
                            ("label_noise", lambda: self._label_signal(run, model_loss))):
-            if fid in self.decided:
+            if fid in self.decided or (fid in ("train_val_leakage", "preprocessing_mismatch")
+                                       and not judge_eval):
                 continue
             found = judge()
             if found:
@@ -204,81 +233,91 @@ class DataStream:
                 out += found
         return out
 
-    def _host_counts(self) -> np.ndarray | None:
-        return None if self._counts is None else self._counts.cpu().numpy()
-
     def _imbalance(self):
-        """The labels are dominated by one class and the model answers with it: on the
-        sampled training batches (>= 95% of predictions), or on validation (at least half of
-        the predictions and twice the class's validation share)."""
-        counts = self._host_counts()
-        if counts is None or counts.sum() < 50 or not self._pred_counts:
+        """The labels are dominated by one class and the model answers with it: on the last
+        sampled training batches (>= 95% of the predictions, recall of the other classes
+        <= 10%), or on validation (at least half of the predictions and twice the class's
+        share there: many samples of other classes are answered with it)."""
+        if self._counts is None or not self._recent:
             return None
-        top = int(counts.argmax())
-        pred = torch.stack(self._pred_counts).sum(0).cpu().numpy()
-        share = float(pred[top] / max(pred.sum(), 1))
+        counts = self._counts.cpu().numpy()[:, :-1]
+        labels = counts[0]
+        if labels.sum() < 50:
+            return None
+        top = int(labels.argmax())
+        recent = torch.stack(self._recent).sum(0).cpu().numpy()[:, :-1]
+        others = np.arange(len(labels)) != top
+        share = float(recent[1, top] / max(recent[1].sum(), 1))
+        missed = recent[2, others].sum() <= 0.1 * max(recent[0, others].sum(), 1)
         val = self.val_predictions
         if val is not None and len(val["pred"]):
             val_share = float((val["pred"] == top).mean())
             if val_share >= 0.5 and val_share >= 2 * float((val["target"] == top).mean()):
-                share = max(share, 0.95, float(counts[top] / counts.sum()))
-        return imbalance_finding(counts, "pixels" if self.dense_targets else "samples",
+                share, missed = max(share, 0.95, float(labels[top] / labels.sum())), True
+        if not missed:
+            return None
+        return imbalance_finding(labels, "pixels" if self.dense_targets else "samples",
                                  predicted_share=share, weighted=self.weighted)
 
     def _unshuffled(self):
-        counts = self._host_counts()
-        if counts is None or len(self._entropy) < 3 or self.dense_targets:
+        if self._counts is None or len(self._entropy) < 3 or self.dense_targets:
             return None
+        labels = self._counts[0, :-1].cpu().numpy()
         per_batch = float(torch.stack(self._entropy).mean())
-        return unshuffled_finding(counts, per_batch, int(np.median(self.batch_sizes)))
+        return unshuffled_finding(labels, per_batch, int(np.median(self.batch_sizes)))
 
-    def _leakage(self):
-        # Training coverage is known complete once samples repeat (an epoch went by); before
-        # that a partial overlap says nothing.
-        keys = self.train_keys[self.train_keys >= 0]
+    def _leakage(self, final: bool):
+        """Judged once every training sample was fingerprinted (they came round again). Every
+        evaluation batch being training data is only said at the end, from all evaluation
+        phases (an evaluation on the training set beside a test set used last is fine)."""
         batches = [k for k, _ in self.eval_batches if k is not None]
-        if not len(keys) or not batches or len(np.unique(keys)) > 0.8 * len(keys):
+        if not self.covered or not batches:
             return None
-        return leakage_finding(keys, batches)
+        found = leakage_finding(self._train_unique, batches)
+        if found and found[0].evidence["share"] >= 1.0 and not final:
+            return None
+        return found
 
     def _mismatch(self):
-        if self._moments is None or not self.eval_batches:
+        """Evaluation inputs (pooled over the evaluation batches that are not training data)
+        against the training inputs, per channel."""
+        if self._moments is None:
             return None
         n, s, ss = self._moments.cpu().numpy()
-        mt = s / n
-        st = np.sqrt(np.maximum(ss / n - mt ** 2, 0))
-        own = [(k, st_) for k, st_ in self.eval_batches if st_ is not None and st_.shape[1] == len(mt)
-               and not _train_like(k, self.train_keys)]
+        own = [m for k, m in self.eval_batches if m is not None and m.shape[1] == len(n)
+               and not _train_like(k, self._train_unique)]
         if not own:
             return None
-        bad = [mismatched_channels(mt, st, b[0], b[1])[0].mean() >= 0.5 for _, b in own]
-        if np.mean(bad) < 0.5:
-            return None
-        mv = np.mean([b[0] for _, b in own], axis=0)
-        sv = np.mean([b[1] for _, b in own], axis=0)
-        return mismatch_finding(mt, st, mv, sv, batches=f" ({sum(bad)} of {len(own)} evaluation batches)")
+        vn, vs, vss = np.sum(own, axis=0)
+        mt, mv = s / n, vs / vn
+        st, sv = np.sqrt(np.maximum(ss / n - mt ** 2, 0)), np.sqrt(np.maximum(vss / vn - mv ** 2, 0))
+        return mismatch_finding(mt, st, mv, sv, batches=f" ({len(own)} evaluation batches)")
 
     def _label_signal(self, run, model_loss: np.ndarray):
         """Labels that carry no signal: a simple probe on the sampled (input, label) pairs finds
-        nothing to predict, and the network's own loss sits at the labels' no-information level."""
-        if run.step < 50 or len(model_loss) < 50 or run.adversarial:
+        nothing to predict, and the network's own loss sits flat at the labels'
+        no-information level."""
+        if run.step < 100 or len(model_loss) < 100 or run.adversarial:
             return None
         pairs = sum(len(a) for a in self.pairs_x)
-        if self.probe is None or pairs >= 2 * self.probe["samples"]:    # more data: probe again
-            self.probe = label_probe(self.pair_kind, self.pairs_x, self.pairs_y, self.loss)
+        if pairs >= 2 * self._probed_with:                   # more data: probe again
+            self.probe = label_probe(self.pair_kind, self.pairs_x, self.pairs_y, self.pair_loss)
+            self._probed_with = max(pairs, 1)
         probe = self.probe
-        if probe is None:
+        if probe is None or probe["signal"] or probe["no_information_loss"] is None:
             return None
         level = probe["no_information_loss"]
-        current = float(np.median(model_loss[-max(3, len(model_loss) // 5):]))
-        if probe["signal"] or level is None or current < 0.9 * level:
-            return None
+        half = model_loss[len(model_loss) // 2:]
+        current = float(np.median(half[len(half) // 2:]))
+        before = float(np.median(half[:len(half) // 2]))
+        if level < 0.05 or current < 0.9 * level or current < 0.97 * before:
+            return None                 # constant labels, or the network is learning something
         return [Finding.make(
             "label_noise",
             f"The labels carry no signal that a simple model can find in the inputs: a "
             f"{probe['method']} on {probe['samples']} sampled {self.pair_kind} scores "
             f"{probe['score']:.4g} against {probe['baseline']:.4g} for guessing, and the network's loss "
-            f"({current:.4g}) sits at the labels' no-information level ({level:.4g}). Inputs and "
+            f"({current:.4g}) sits flat at the labels' no-information level ({level:.4g}). Inputs and "
             f"labels are probably misaligned (shuffled separately, taken from another sample).",
             where="labels", evidence={**probe, "model_loss": current})]
 
@@ -297,33 +336,36 @@ def _train_like(keys: np.ndarray | None, train_keys: np.ndarray) -> bool:
 
 
 class _Rows:
-    """Rows appended on the device into preallocated chunks (no per-step allocation outlives
-    the step), read by the host in one copy."""
+    """Rows written on the device into preallocated chunks (nothing allocated per step
+    outlives the step), read by the host in one copy per tick."""
 
-    CHUNK = 8192
-
-    def __init__(self, width: int) -> None:
-        self.width = width
-        self.chunks: list[torch.Tensor] = []
+    def __init__(self, width: int, chunk: int = 8192) -> None:
+        self.width, self.rows = width, chunk
+        self.full: list[torch.Tensor] = []          # the filled parts of earlier chunks
+        self.chunk: torch.Tensor | None = None
         self.fill = 0
+
+    def slot(self, n: int, device: torch.device) -> torch.Tensor | None:
+        """``n`` free rows on ``device`` to write into (a new chunk when this one lacks room)."""
+        if n > self.rows:
+            return None
+        if self.chunk is None or self.fill + n > self.rows or self.chunk.device != device:
+            if self.chunk is not None and self.fill:
+                self.full.append(self.chunk[:self.fill])
+            self.chunk, self.fill = torch.empty(self.rows, self.width, device=device), 0
+        self.fill += n
+        return self.chunk[self.fill - n:self.fill]
 
     def append(self, rows: torch.Tensor) -> None:
         rows = rows.detach().float()
-        while len(rows):
-            if not self.chunks or self.fill == self.CHUNK or self.chunks[-1].device != rows.device:
-                self.chunks.append(torch.empty(self.CHUNK, self.width, device=rows.device))
-                self.fill = 0
-            n = min(self.CHUNK - self.fill, len(rows))
-            self.chunks[-1][self.fill:self.fill + n] = rows[:n]
-            self.fill += n
-            rows = rows[n:]
+        for start in range(0, len(rows), self.rows):
+            part = rows[start:start + self.rows]
+            self.slot(len(part), part.device).copy_(part)
 
     def take(self) -> np.ndarray | None:
-        if not self.chunks:
-            return None
-        parts = [c.cpu().numpy() for c in self.chunks[:-1]] + [self.chunks[-1][:self.fill].cpu().numpy()]
-        self.chunks, self.fill = [], 0
-        return np.concatenate(parts)
+        parts = self.full + ([self.chunk[:self.fill]] if self.chunk is not None and self.fill else [])
+        self.full, self.chunk, self.fill = [], None, 0
+        return np.concatenate([p.cpu().numpy() for p in parts]) if parts else None
 
 
 def _probe_features(x: torch.Tensor) -> torch.Tensor:
@@ -379,7 +421,9 @@ def _entropy(counts: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def _bigram_probe(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+def _bigram_probe(x: np.ndarray, y: np.ndarray) -> dict[str, Any] | None:
+    if np.bincount(x).max() >= 0.5 * len(x):
+        return None          # one input token stands for most labels: a [MASK] (masked LM)
     half = len(x) // 2
     vocab = int(max(x.max(), y.max())) + 1
     # counts from the first half, cross-entropy on the second, add-one smoothing on both

@@ -41,6 +41,7 @@ MAX_EVERY = 10_000            # the per-step buffers hold one window of this man
 DENSE_TICKS = 10              # the first reads come every `every` steps, later ones 8x sparser
 SPARSE_FACTOR = 8
 SYMMETRY_CHECK_AFTER = 10     # steps of training before identical rows count as a fault
+SWITCH_AFTER = 10             # steps in a row of another optimizer before it is followed
 
 
 class Monitor:
@@ -90,11 +91,13 @@ class Monitor:
         self.sampler.on_loss = self.guard.wrap("data checks", self._on_sampled_loss)
         self._sampled_input: Any = None
         self._train_input: Any = None             # the input of the last training forward
-        self._probe_input: tuple[torch.nn.Module, Any] | None = None
+        self._probe_input: tuple[torch.nn.Module, Any] | None = None   # (model, batch) to probe
+        self._probe_candidate: torch.nn.Module | None = None
         self.slot = 0
         self.step = 0
         self.primary: int | None = None
         self._last_stepper: int | None = None
+        self._run_length = 0                      # consecutive steps of the last optimizer
         self._epoch_start = 0                     # validation epochs of earlier segments
         self._scaler_seen = False
         self._pending_manual_step = False
@@ -183,10 +186,13 @@ class Monitor:
             self._discovery_hook = register_module_forward_pre_hook(self._on_any_forward)
 
     def _stop_listening_when_settled(self) -> None:
+        """Settled: every optimizer steps parameters of a known model (a bare parameter such as
+        a temperature may live outside any module)."""
         if self._discovery_hook is None or not self.models:
             return
-        owned = [i for k in range(len(self.table.optimizers)) for i in self.table.optimizer_indices(k)]
-        if all(not self.table.infos[i].name.startswith("optimizer") for i in owned):
+        names = self.table.infos
+        if all(any(not names[i].name.startswith("optimizer") for i in self.table.optimizer_indices(k))
+               for k in range(len(self.table.optimizers))):
             self._discovery_hook.remove()
             self._discovery_hook = None
 
@@ -215,8 +221,8 @@ class Monitor:
         if self.active and self.sampler.due and training:
             if self._first_checks_pending and self._first_batch is None and _args:
                 self._first_batch = (module, _args[0])
-            if self._probe_input is None and _args:
-                self._probe_input = (module, _args[0])
+            if "batch_mixing" not in self.stream.decided and self._probe_input is None and _args:
+                self._probe_candidate = module
             self._sampled_input = _args[0] if _args else None
             self.sampler.begin(module)
             # Only sampled forwards need a post-forward hook; it removes itself (and runs even
@@ -231,10 +237,11 @@ class Monitor:
         if self.sampler.in_forward:
             self.sampler.forward_done(output)
 
-    def _on_eval_loss(self, name: str, output: Any, target: Any, loss: Any, ignore_index: Any = -100) -> None:
+    def _on_eval_loss(self, name: str, output: Any, target: Any, loss: Any, ignore_index: Any = -100,
+                      summed: bool = False) -> None:
         if self.active:
             self.guard.call("validation tracking", self.validation.on_loss_call, name, output, target, loss,
-                            ignore_index if isinstance(ignore_index, int) else None)
+                            ignore_index if isinstance(ignore_index, int) else None, summed)
             self.guard.call("data checks", self.stream.on_eval_batch, self.validation.eval_input)
 
     def _on_train_loss_call(self, name: str, target: Any, kwargs: dict) -> None:
@@ -244,8 +251,15 @@ class Monitor:
             self.guard.call("data checks", self.stream.keep_pair, name, target, kwargs, self._train_input)
 
     def _on_sampled_loss(self, name: str, out: Any, target: Any, kwargs: dict) -> None:
-        self.stream.on_train_loss(name, out, target, kwargs, self._sampled_input)
+        x = self._sampled_input
+        self.stream.on_train_loss(name, out, target, kwargs, x)
         self._sampled_input = None
+        # The batch-mixing probe needs dim 0 to be the batch: the target has one row per input
+        # sample (a sequence-first (T, B) language model's flattened target does not).
+        model, self._probe_candidate = self._probe_candidate, None
+        if model is not None and torch.is_tensor(x) and torch.is_tensor(target) and x.dim() \
+                and target.dim() and len(target) == len(x):
+            self._probe_input = (model, x)
 
     def _close_validation_phase(self) -> None:
         acc = self.sampler.train_acc
@@ -289,7 +303,8 @@ class Monitor:
             self._listen_for_models()
         if self.validation.open:
             self.guard.call("validation tracking", self._close_validation_phase)
-        self.validation.eval_forward = False
+        self.validation.eval_forward = None
+        self._train_input = None                  # the step's batch is not kept past the step
         if self._first_checks_pending:                   # no known loss function was called
             self.guard.call("first-batch checks", self._first_batch_checks)
         self._pending_manual_step = False
@@ -308,14 +323,17 @@ class Monitor:
         self.guard.call("update ratios", self.updates.before_step, k, indices, params)
 
     def _follow_new_primary(self, k: int) -> None:
-        """Optimizer ``k`` steps twice in a row while the primary does not: the primary was set
-        aside (the next trial, the fine-tuning stage, a resumed copy) and ``k`` is followed
-        from now on. A new model (no parameter in common) starts a new segment of the history,
-        so curves of different models are never judged as one."""
-        if self._last_stepper != k:
+        """Optimizer ``k`` steps SWITCH_AFTER times in a row while the primary does not: the
+        primary was set aside (the next trial, the fine-tuning stage, a resumed copy) and ``k``
+        is followed from now on (a head stepping every step beside a backbone stepping every
+        few steps never gets there). A new model (no parameter in common) starts a new segment
+        of the history, so curves of different models are never judged as one."""
+        self._run_length = self._run_length + 1 if self._last_stepper == k else 1
+        if self._run_length < SWITCH_AFTER:
             return
         old = self.primary
         self.primary = k
+        self.step += self._run_length - 1          # its earlier steps count (their losses are lost)
         if old is None or set(self.table.optimizer_indices(old)) & set(self.table.optimizer_indices(k)):
             return
         self.run.new_segment(self.step)
@@ -366,7 +384,7 @@ class Monitor:
         self.sampler.due = True
         self.updates.due |= set(range(len(self.table.optimizers)))
         self._run_detectors(final)
-        self.guard.call("data checks", self._data_checks)
+        self.guard.call("data checks", self._data_checks, final)
 
     def _collect(self, rows: int, first: int) -> None:
         losses, seen = self.loss.take(rows)
@@ -428,19 +446,19 @@ class Monitor:
             active.add(det.id)
         assign_causes(list(self.findings.values()))
 
-    def _data_checks(self) -> None:
+    def _data_checks(self, final: bool = False) -> None:
         """The stream's data decisions and the one-off structural probes (batch mixing on a
         copy of the model, layers frozen at their random initialisation)."""
         self.stream.take()
         self.stream.val_predictions = self.validation.last_predictions
-        found = self.stream.findings(self.run, self.run.loss_curve()[1])
+        found = self.stream.findings(self.run, self.run.loss_curve()[1], final)
         if self._probe_input is not None and "batch_mixing" not in self.stream.decided:
             self.stream.decided.add("batch_mixing")
             found += self.guard.call("batch-mixing probe", self._batch_mixing_probe) or []
         if "frozen_random_layers" not in self.stream.decided and self.models:
             self.stream.decided.add("frozen_random_layers")
             from trainmedic.checks.init import frozen_random_finding
-            found += frozen_random_finding(self.models) or []
+            found += self.guard.call("frozen-layer check", frozen_random_finding, self.models) or []
         for f in found:
             f.step = self.step
             self._emit(f)

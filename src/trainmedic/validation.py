@@ -27,7 +27,8 @@ class ValidationTracker:
     def __init__(self) -> None:
         self.epochs: list[dict[str, Any]] = []
         self.open = False
-        self.eval_forward = False           # the last root forward ran in eval mode / no grad
+        self.eval_forward: bool | None = None   # the last root forward since the last optimizer
+        #                                         step ran in eval mode / no grad (None: no forward)
         self._eval_mode_forward = False     # ... in eval mode
         self._train_mode_now = False
         self._stochastic_cache: dict[int, bool] = {}
@@ -62,10 +63,12 @@ class ValidationTracker:
             self._input = x
 
     def is_eval_loss(self) -> bool:
-        """Whether a loss call now belongs to an evaluation: the last root forward evaluated
-        (no grad or eval mode), and the loss is computed without gradients or after an
-        eval-mode forward. A no-grad loss inside a training forward (a checkpointed segment, a
+        """Whether a loss call now belongs to an evaluation: the last watched root forward since
+        the last optimizer step evaluated (no grad or eval mode), and the loss is computed
+        without gradients or after an eval-mode forward. A no-grad loss inside a training forward (a checkpointed segment, a
         custom autograd Function) or a training loss after a no-grad teacher forward is not."""
+        if self.eval_forward is None:       # no watched forward since the step (an unhooked or
+            return not torch.is_grad_enabled()    # compiled model): no gradients = evaluation
         return self.eval_forward and (not torch.is_grad_enabled() or self._eval_mode_forward)
 
     @property
@@ -83,9 +86,10 @@ class ValidationTracker:
         return found
 
     def on_loss_call(self, name: str, output: Any, target: Any, loss: torch.Tensor,
-                     ignore_index: int | None = -100) -> None:
+                     ignore_index: int | None = -100, summed: bool = False) -> None:
         """A loss computed during evaluation: record it (and the predictions, when classes).
-        ``ignore_index``: targets with this value are not judged (cross_entropy/nll_loss)."""
+        ``ignore_index``: targets with this value are not judged (cross_entropy/nll_loss).
+        ``summed``: the loss was reduced with reduction="sum" (already a sum over the batch)."""
         if not torch.is_tensor(loss) or loss.numel() != 1:
             return
         self.open = True
@@ -95,7 +99,13 @@ class ValidationTracker:
                 and output.dim() == 2 and not target.is_floating_point() and target.shape == output.shape[:1]:
             # mean reduction averages over the judged targets: weight the loss by their count
             weight = self._record_classes(name, output.detach(), target.detach(), ignore_index)
-        part = loss.detach().float().reshape(()) * weight
+        value = loss.detach().float().reshape(())
+        if summed:
+            part = value
+        elif torch.is_tensor(weight):        # a batch of ignored targets only: its loss is NaN
+            part = torch.where(weight > 0, value * weight, torch.zeros_like(value))
+        else:
+            part = value * weight
         self._loss_sum = part if self._loss_sum is None else self._loss_sum + part
         self._weight = self._weight + weight
 

@@ -211,38 +211,34 @@ def check_unshuffled_data(ctx: CheckContext):
 FINGERPRINT_PROJECTIONS = 4
 
 
-_PROJECTIONS: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+_PROJECTIONS: dict[tuple[int, str], torch.Tensor] = {}
 
 
-def _projection(d: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _projection(d: int, device: torch.device) -> torch.Tensor:
     """The fixed random projection for samples of ``d`` values (same on every call)."""
     key = (d, str(device))
     if key not in _PROJECTIONS:
         g = torch.Generator(device="cpu").manual_seed(d)
-        r = torch.randn(d, FINGERPRINT_PROJECTIONS, generator=g).to(device)
-        _PROJECTIONS[key] = (r, r.sum(0))
+        _PROJECTIONS[key] = torch.randn(d, FINGERPRINT_PROJECTIONS, generator=g).to(device)
     return _PROJECTIONS[key]
 
 
-def fingerprints(x: torch.Tensor) -> torch.Tensor:
-    """Per-sample fingerprints (N, 4) of a batch, on its device and without a host sync:
-    random projections of each sample, standardised by its own mean and std when it has at
-    least 16 values (so a copy under a per-sample affine rescaling matches too; fewer values
-    standardise to little more than their sign pattern). Rows of constant samples are NaN."""
-    flat = x.detach().reshape(len(x), -1).float()
-    d = flat.shape[1]
-    r, rsum = _projection(d, flat.device)
-    if d < 16:
-        return flat @ r
-    std, mean = torch.std_mean(flat, dim=1, keepdim=True)
-    proj = (flat @ r - mean * rsum) / (std * d ** 0.5)
-    return torch.where(std > 1e-12, proj, torch.full_like(proj, float("nan")))
+def fingerprints(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample fingerprints (N, 4) of a batch, on its device and without a host sync: four
+    fixed random projections of each sample (one matmul, written into ``out`` when given).
+    Exact copies get the same row; keys compare rows at a relative precision."""
+    flat = x.detach().reshape(len(x), -1)
+    if flat.dtype != torch.float32:
+        flat = flat.float()
+    r = _projection(flat.shape[1], flat.device)
+    return torch.matmul(flat, r, out=out)
 
 
 def fingerprint_keys(fp: np.ndarray) -> np.ndarray:
     """Host keys (int64) of fingerprint rows: each value's float32 bits without the 8 lowest
-    mantissa bits (a relative precision of 3e-5, whatever the scale); NaN rows get -1."""
-    ok = np.isfinite(fp).all(1)
+    mantissa bits (a relative precision of 3e-5, whatever the scale); rows of constant zeros
+    (padding) and non-finite rows get -1."""
+    ok = np.isfinite(fp).all(1) & (np.abs(fp).sum(1) > 0)
     q = (np.where(ok[:, None], fp, 0).astype(np.float32).view(np.int32) >> 8).astype(np.int64)
     keys = np.zeros(len(fp), dtype=np.int64)
     for j in range(q.shape[1]):

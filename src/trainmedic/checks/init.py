@@ -104,10 +104,19 @@ def check_loss_at_init(ctx: CheckContext):
     return None
 
 
+def _values(w: torch.Tensor, dtype=torch.float32, limit: int = 1 << 16) -> torch.Tensor:
+    """At most ``limit`` values of ``w`` (strided), on the host: statistics of a frozen 7B
+    backbone must not copy it."""
+    a = w.detach().reshape(-1)
+    if a.numel() > limit:
+        a = a[:: a.numel() // limit]
+    return a.to("cpu", dtype)
+
+
 def _uniform_default(w: torch.Tensor, bound: float) -> bool:
     """Values drawn from U(-bound, bound) and never moved: all inside the bound, std at
     bound/sqrt(3), and flat (a trained weight spreads past the bound and grows tails)."""
-    a = w.detach().float().reshape(-1)
+    a = _values(w)
     if a.numel() < 64:
         return False
     inside = float(a.abs().max()) <= bound * (1 + 1e-5)
@@ -119,7 +128,7 @@ def _uniform_default(w: torch.Tensor, bound: float) -> bool:
 def _gaussian_default(w: torch.Tensor, fan_in: int, fan_out: int) -> bool:
     """Values drawn from N(0, s) with s one of the usual initialisation scales (1/sqrt(fan_in),
     He, Xavier, 0.02, 0.01, 1), with Gaussian tails; needs >= 1024 values."""
-    a = w.detach().double().reshape(-1)
+    a = _values(w, torch.float64)
     if a.numel() < 1024:
         return False
     std = float(a.std())

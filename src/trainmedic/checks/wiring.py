@@ -97,7 +97,7 @@ def batch_mixing_finding(model: nn.Module, x: torch.Tensor) -> "list[Finding] | 
     (BatchNorm uses running statistics), the output of a middle sample i is compared with the
     output after every other sample is mirrored (its non-batch axes reversed), in both
     directions: samples before and after i. Works for float and integer (token) inputs."""
-    if not torch.is_tensor(x) or len(x) < 3:
+    if not torch.is_tensor(x) or x.dim() == 0 or len(x) < 3:
         raise Skip("needs a tensor batch of at least 3 samples")
     if sum(p.numel() for p in model.parameters()) > MAX_PROBE_PARAMETERS:
         raise Skip("model too large to copy for the probe")
@@ -111,18 +111,20 @@ def batch_mixing_finding(model: nn.Module, x: torch.Tensor) -> "list[Finding] | 
         changed[others] = x[others].roll(1, 0)                  # ... or each other's content
     if torch.equal(changed, x):
         raise Skip("the samples of the batch are all the same")
-    rng = torch.get_rng_state()
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):      # the user's generators are left as they were
+        states = torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices]
 
-    def forward(inputs):             # the same random numbers for each call (a VAE samples)
-        torch.set_rng_state(rng)
-        return main_tensor(twin(inputs))
-    try:
-        with torch.no_grad():
-            a, b = forward(x), forward(changed)
-    except Exception as exc:  # noqa: BLE001 - the model needs more than the batch (t, mask, ...)
-        raise Skip(f"the model cannot be called with the batch alone ({type(exc).__name__})") from None
-    finally:
-        torch.set_rng_state(rng)
+        def forward(inputs):         # the same random numbers for each call (a VAE samples)
+            torch.set_rng_state(states[0])
+            for d, st in zip(devices, states[1]):
+                torch.cuda.set_rng_state(st, d)
+            return main_tensor(twin(inputs))
+        try:
+            with torch.no_grad():
+                a, b = forward(x), forward(changed)
+        except Exception as exc:  # noqa: BLE001 - the model needs more than the batch (t, mask, ...)
+            raise Skip(f"the model cannot be called with the batch alone ({type(exc).__name__})") from None
     if a is None or a.dim() == 0 or a.shape[0] != n or b is None or b.shape != a.shape:
         raise Skip("the output's first dimension is not the batch")
     scale = float(a[i].float().abs().max()) + 1e-12

@@ -20,7 +20,7 @@ class GradNormRecorder:
         self.table = table
         self.every = every
         self.buf: torch.Tensor | None = None
-        self._index: dict[tuple[int, ...], torch.Tensor] = {}
+        self._index: dict[tuple[int, ...], tuple[torch.Tensor, torch.dtype | None]] = {}
 
     def record(self, params: list[torch.Tensor], indices: "list[int] | range", slot: int) -> bool:
         """Norms of the dense gradients of ``params`` (table ``indices``) for row ``slot``,
@@ -33,21 +33,31 @@ class GradNormRecorder:
             sel = tuple(indices)
         else:
             sel, grads = tuple(indices[j] for j in keep), [grads[j] for j in keep]
-        # float32 accumulation: fp16 norms overflow at 65504 long before the gradient does
-        norms = torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32))
+        cached = self._index.get(sel)
+        if cached is None:
+            if len(self._index) >= 64:            # gradient presence varies step to step (MoE)
+                self._index.clear()
+            # float32 accumulation for half precision: fp16 norms overflow at 65504 long before
+            # the gradient does (float64 and complex gradients keep their own precision)
+            half = all(gr.dtype in (torch.float16, torch.bfloat16, torch.float32) for gr in grads)
+            cached = self._index[sel] = (torch.tensor(sel), torch.float32 if half else None)
+        idx, dtype = cached
+        norms = torch.stack(torch._foreach_norm(grads, 2, dtype=dtype) if dtype else torch._foreach_norm(grads))
         buf = self._buffer(norms.device)
-        idx = self._index.get(sel)
-        if idx is None or idx.device != buf.device:
-            idx = self._index[sel] = torch.tensor(sel, device=buf.device)
-        buf[slot].index_copy_(0, idx, norms.to(buf.device))
+        if idx.device != buf.device:
+            idx = idx.to(buf.device)
+            self._index[sel] = (idx, dtype)
+        buf[slot].index_copy_(0, idx, norms.to(buf.device, torch.float32))
         return True
 
     def _buffer(self, device: torch.device) -> torch.Tensor:
-        """The window buffer, grown when parameters were added since (rare)."""
+        """The window buffer, on the first gradients' device, grown when parameters were
+        added since (rare)."""
         p = len(self.table)
-        if self.buf is None or self.buf.shape[1] < p or self.buf.device != device:
-            old, self.buf = self.buf, torch.full((self.every, max(p, 1)), ABSENT, device=device)
-            if old is not None and old.device == device:
+        if self.buf is None or self.buf.shape[1] < p:
+            dev = device if self.buf is None else self.buf.device
+            old, self.buf = self.buf, torch.full((self.every, max(p, 1)), ABSENT, device=dev)
+            if old is not None:
                 self.buf[:, :old.shape[1]] = old
         return self.buf
 

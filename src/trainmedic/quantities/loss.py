@@ -62,9 +62,9 @@ class LossRecorder:
             self.separate += 1             # the other optimizer had a loss of its own
         if self._sum is not None:
             value = self._sum.reshape(()).float()
-            if self.buf is None or self.buf.device != value.device:
+            if self.buf is None:                 # on the first loss's device
                 self.buf = torch.zeros(self.every, device=value.device)
-            self.buf[slot] = value
+            self.buf[slot] = value.to(self.buf.device)
         self.counts[slot] = self._count if self._sum is not None else 0
         self._sum, self._count, self._claimed = None, 0, None
 
