@@ -205,3 +205,26 @@ def test_discovery_listens_only_until_the_models_are_known(tmp_path):
     assert "hooks [0, 0]" in out.getvalue()
     rep = Report.read_json(tmp_path / "r.json")
     assert rep.run["models"] == ["Sequential", "Sequential"] and rep.run["steps"] == 40
+
+
+def _run_with_update_ratio(opt_cls, ratio):
+    from trainmedic.history import RunState
+    table = ParamTable()
+    model = nn.Linear(64, 64)
+    table.add_model(model)
+    table.add_optimizer(opt_cls(model.parameters(), lr=6e-4))
+    run = RunState(table)
+    for step in range(25, 250, 25):
+        run.ticks.append(step=step, lr=6e-4, update_median=ratio, rel_grad_peak=1.0,
+                         rel_grad_param="weight", sample_finite=True)
+    return run
+
+
+def test_update_ratio_thresholds_depend_on_the_optimizer():
+    """A GPT-style std-0.02 init at lr 6e-4 moves weights by ~3e-2 per step under Adam: healthy
+    there, too big under SGD (with an overshooting symptom either way)."""
+    from trainmedic.detectors.learning_rate import LearningRateTooHigh
+    det, symptom = LearningRateTooHigh(), {"loss_diverging"}
+    assert det.evaluate(_run_with_update_ratio(torch.optim.SGD, 3e-2), symptom, False) is not None
+    assert det.evaluate(_run_with_update_ratio(torch.optim.AdamW, 3e-2), symptom, False) is None
+    assert det.evaluate(_run_with_update_ratio(torch.optim.AdamW, 3e-1), symptom, False) is not None

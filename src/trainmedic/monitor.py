@@ -326,14 +326,16 @@ class Monitor:
         """Optimizer ``k`` steps SWITCH_AFTER times in a row while the primary does not: the
         primary was set aside (the next trial, the fine-tuning stage, a resumed copy) and ``k``
         is followed from now on (a head stepping every step beside a backbone stepping every
-        few steps never gets there). A new model (no parameter in common) starts a new segment
-        of the history, so curves of different models are never judged as one."""
+        few steps never gets there). The data stream starts afresh (a k-fold trial validates on
+        the previous trial's training data); a new model (no parameter in common) also starts a
+        new segment of the history, so curves of different models are never judged as one."""
         self._run_length = self._run_length + 1 if self._last_stepper == k else 1
         if self._run_length < SWITCH_AFTER:
             return
         old = self.primary
         self.primary = k
         self.step += self._run_length - 1          # its earlier steps count (their losses are lost)
+        self.stream = DataStream()    # a new trial's data: k-fold validates on earlier training data
         if old is None or set(self.table.optimizer_indices(old)) & set(self.table.optimizer_indices(k)):
             return
         self.run.new_segment(self.step)
