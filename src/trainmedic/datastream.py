@@ -22,7 +22,7 @@ import torch
 
 from trainmedic.checks.data import (FINGERPRINT_PROJECTIONS as FINGERPRINT_WIDTH,
                                     fingerprint_keys, fingerprints, imbalance_finding,
-                                    leakage_finding, mismatched_channels, mismatch_finding,
+                                    leakage_finding, mismatch_finding,
                                     unshuffled_finding)
 from trainmedic.findings import Finding
 
@@ -96,7 +96,8 @@ class DataStream:
         host reads them at the tick)."""
         if torch.is_tensor(model_input) and model_input.is_floating_point() and model_input.dim() >= 2:
             rows = channel_rows(model_input)
-            m = torch.stack([torch.full_like(rows[0], len(rows)), rows.sum(0), rows.pow(2).sum(0)]).double()
+            m = torch.stack([torch.full_like(rows[0], len(rows)), rows.sum(0), rows.pow(2).sum(0)])
+            m = m.double() if m.device.type != "mps" else m          # MPS has no float64
             same = self._moments is not None and self._moments.shape == m.shape
             self._moments = self._moments + m.to(self._moments.device) if same else m
         if not torch.is_tensor(target) or not torch.is_tensor(out) or target.dim() == 0:

@@ -52,7 +52,7 @@ class Monitor:
                  run_dir: "str | os.PathLike[str] | None" = None, name: str | None = None,
                  on_finding: Callable[[Finding], None] | None = None, discover: bool = False,
                  first_batch_checks: bool = True, goal: "str | None" = None,
-                 tensorboard: "str | os.PathLike[str] | None" = None) -> None:
+                 tensorboard: "str | os.PathLike[str] | None" = None, repair: bool = False) -> None:
         if not isinstance(every, int) or isinstance(every, bool) or not 1 <= every <= MAX_EVERY:
             raise ValueError(f"every={every!r} is not a valid schedule; expected an int from 1 "
                              f"to {MAX_EVERY} (steps between host reads)")
@@ -120,6 +120,10 @@ class Monitor:
         self._lrs: list[Any] = [float("nan")] * window
         self._empty_steps: dict[int, list[int]] = {}
         self._opt_params: dict[int, tuple[int, list[torch.Tensor], list[int]]] = {}
+        self.controller = None
+        if repair:
+            from trainmedic.repair import RepairController
+            self.controller = RepairController(self)
         self.active = True
         _patches.activate(self)
         for m in models:
@@ -387,7 +391,20 @@ class Monitor:
         self.updates.due |= set(range(len(self.table.optimizers)))
         self._run_detectors(final)
         self.guard.call("data checks", self._data_checks, final)
+        if not final:
+            self._control()
 
+    def _control(self) -> None:
+        """The control channel: the repair loop acts here, between two optimizer steps. It is
+        not under the fail-safe guard (which would swallow its decisions); a failure of its own
+        undoes what it did and switches repair off with one warning."""
+        if self.controller is None:
+            return
+        try:
+            self.controller.after_tick()
+        except Exception as exc:  # noqa: BLE001 - never reaches the user's loop
+            controller, self.controller = self.controller, None
+            controller.abandon(exc)
     def _collect(self, rows: int, first: int) -> None:
         losses, seen = self.loss.take(rows)
         grads = self.grads.take(rows)
@@ -659,7 +676,8 @@ def watch(model: "torch.nn.Module | Iterable[torch.nn.Module] | None" = None,
           optimizer: "torch.optim.Optimizer | Iterable[torch.optim.Optimizer] | None" = None, *,
           every: int = 25, run_dir: "str | os.PathLike[str] | None" = None,
           name: str | None = None, on_finding: Callable[[Finding], None] | None = None,
-          goal: str | None = None, tensorboard: "str | os.PathLike[str] | None" = None) -> Monitor:
+          goal: str | None = None, tensorboard: "str | os.PathLike[str] | None" = None,
+          repair: bool = False) -> Monitor:
     """Start watching ``model`` trained by ``optimizer`` (each may be one object or a list).
 
     ``every``: steps between host reads, the detectors' schedule (after the first 10 reads,
@@ -667,12 +685,14 @@ def watch(model: "torch.nn.Module | Iterable[torch.nn.Module] | None" = None,
     is written (default ``./trainmedic-runs/<timestamp>-<name>``). ``on_finding``: called once
     per new finding (default: print it to stderr). ``goal``: e.g. ``"val_acc>=0.95"``; the report
     then shows the gap and where it comes from. ``tensorboard``: a log folder for TensorBoard
-    event files (scalars and activation histograms)."""
+    event files (scalars and activation histograms). ``repair``: on an error finding, roll the
+    run back to its last healthy snapshot, apply the finding's first remedy and verify it
+    (``trainmedic.repair``)."""
     models = [] if model is None else [model] if isinstance(model, torch.nn.Module) else list(model)
     opts = [] if optimizer is None else (
         [optimizer] if isinstance(optimizer, torch.optim.Optimizer) else list(optimizer))
     return Monitor(models, opts, every=every, run_dir=run_dir, name=name, on_finding=on_finding, goal=goal,
-                   tensorboard=tensorboard)
+                   tensorboard=tensorboard, repair=repair)
 
 
 def _no_loss(_output: Any, _target: Any) -> None:

@@ -292,7 +292,10 @@ def mismatch_finding(mt: np.ndarray, st: np.ndarray, mv: np.ndarray, sv: np.ndar
         return [Finding.make("preprocessing_mismatch",
                              f"Training inputs have {len(mt)} channels/features, validation inputs {len(mv)}.",
                              evidence={"train_channels": len(mt), "val_channels": len(mv)})]
-    bad, shift, ratio = mismatched_channels(mt, st, mv, sv)
+    scale = np.maximum(st, 1e-8)
+    shift = np.abs(mt - mv) / scale
+    ratio = np.maximum(sv, 1e-8) / scale
+    bad = (shift > 1.0) | (ratio > 3) | (ratio < 1 / 3)
     if bad.mean() < 0.5:
         return None
     return [Finding.make("preprocessing_mismatch",
@@ -301,13 +304,6 @@ def mismatch_finding(mt: np.ndarray, st: np.ndarray, mv: np.ndarray, sv: np.ndar
                          f"stds, std ratio {ratio.min():.3g} to {ratio.max():.3g}.", where="validation data",
                          evidence={"train_mean": mt.round(4).tolist()[:64], "val_mean": mv.round(4).tolist()[:64],
                                    "train_std": st.round(4).tolist()[:64], "val_std": sv.round(4).tolist()[:64]})]
-
-
-def mismatched_channels(mt, st, mv, sv) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    scale = np.maximum(st, 1e-8)
-    shift = np.abs(mt - mv) / scale
-    ratio = np.maximum(sv, 1e-8) / scale
-    return (shift > 1.0) | (ratio > 3) | (ratio < 1 / 3), shift, ratio
 
 
 @check("preprocessing_mismatch", ["preprocessing_mismatch"])
