@@ -228,3 +228,13 @@ def test_update_ratio_thresholds_depend_on_the_optimizer():
     assert det.evaluate(_run_with_update_ratio(torch.optim.SGD, 3e-2), symptom, False) is not None
     assert det.evaluate(_run_with_update_ratio(torch.optim.AdamW, 3e-2), symptom, False) is None
     assert det.evaluate(_run_with_update_ratio(torch.optim.AdamW, 3e-1), symptom, False) is not None
+
+
+def test_training_after_a_forgotten_model_train_is_not_validation(tmp_path):
+    """Training losses after model.eval() (never undone) carry a graph and are backwarded:
+    they are training, not one validation epoch each; and the fault itself is named."""
+    import bug_train_in_eval_mode as prog
+    with contextlib.redirect_stdout(io.StringIO()):
+        rep = prog.main(watch=lambda m, o: _quiet_watch(m, o, run_dir=tmp_path)).report()
+    assert len(rep.run["epochs"]) == 5
+    assert rep.findings and ordered(rep.findings)[0].id == "train_in_eval_mode"

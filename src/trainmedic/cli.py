@@ -35,10 +35,13 @@ def main() -> None:
               help="Folder for the run's files (default: trainmedic-runs/<timestamp>-<script>).")
 @click.option("--goal", help="A target such as 'val_acc>=0.95': the report shows the gap and why.")
 @click.option("--no-live", is_flag=True, help="No live status line, even on a terminal.")
+@click.option("--repair", is_flag=True,
+              help="On an error finding, roll back to the last healthy snapshot, apply a remedy "
+                   "and verify it (in place; see README 'Repair while training').")
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
-def run(json_path, html_path, tensorboard, fail_on, count_resolved, every, run_dir, goal, no_live, script,
-        script_args) -> None:
+def run(json_path, html_path, tensorboard, fail_on, count_resolved, every, run_dir, goal, no_live, repair,
+        script, script_args) -> None:
     """Run SCRIPT (with its own arguments) as python would, watched by trainmedic."""
     from trainmedic.goals import Goal
     from trainmedic.runner import run_script_outcome
@@ -50,7 +53,7 @@ def run(json_path, html_path, tensorboard, fail_on, count_resolved, every, run_d
     outcome = run_script_outcome(script, list(script_args), json_path=json_path, fail_on=fail_on,
                                  every=every, run_dir=run_dir, goal=goal, html_path=html_path,
                                  tensorboard=tensorboard, live=not no_live,
-                                 count_resolved=count_resolved)
+                                 count_resolved=count_resolved, repair=repair)
     if outcome.status == "interrupted":
         _die_of_sigint()
     sys.exit(outcome.code)

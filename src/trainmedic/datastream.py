@@ -298,8 +298,8 @@ class DataStream:
         """Labels that carry no signal: a simple probe on the sampled (input, label) pairs finds
         nothing to predict, and the network's own loss sits flat at the labels'
         no-information level."""
-        if run.step < 100 or len(model_loss) < 100 or run.adversarial:
-            return None
+        if run.step < 100 or len(model_loss) < 100 or run.adversarial or self.weighted:
+            return None          # (a class-weighted loss has another no-information level)
         pairs = sum(len(a) for a in self.pairs_x)
         if pairs >= 2 * self._probed_with:                   # more data: probe again
             self.probe = label_probe(self.pair_kind, self.pairs_x, self.pairs_y, self.pair_loss)
@@ -459,10 +459,23 @@ def _class_probe(z: torch.Tensor, y: np.ndarray, half: int, loss: str) -> dict[s
     base = float((y[half:] == counts.argmax()).mean())
     n = len(y) - half
     se = math.sqrt(max(base * (1 - base), 1e-4) / n)
+    # on imbalanced labels accuracy hardly moves above the majority class: balanced accuracy
+    # (mean per-class recall; 1/C for guessing) sees a probe that finds the rare classes
+    present = [c for c in range(classes) if (yt[test] == c).sum() >= 5]
+    balanced, chance = 0.0, 1.0
+    if len(present) >= 2:
+        balanced = max(float(np.mean([float((p[yt[test] == c] == c).float().mean()) for c in present]))
+                       for p in (nn1, centroid))
+        chance = 1 / len(present)
+        smallest = min(int((yt[test] == c).sum()) for c in present)
+        balanced_signal = balanced > chance + 3 * math.sqrt(chance * (1 - chance) / smallest) + 0.02
+    else:
+        balanced_signal = False
     full = np.bincount(y, minlength=classes).astype(float)
     info = _entropy(full)
     return {"method": "nearest-neighbour / class-mean probe", "samples": int(len(y)),
-            "score": acc, "baseline": base, "signal": bool(acc > base + 3 * se + 0.02),
+            "score": acc, "baseline": base, "balanced_accuracy": balanced, "balanced_chance": chance,
+            "signal": bool(acc > base + 3 * se + 0.02 or balanced_signal),
             "no_information_loss": info if loss in CLASS_LOSSES + BINARY_LOSSES else None}
 
 

@@ -93,6 +93,7 @@ class RunState:
     lr_max: float = 0.0
     separate_losses: int = 0        # steps where another optimizer stepped on its own loss (GAN)
     segment_start: int = 0          # first step of the model trained now (sequential trials)
+    eval_mode_backwards: list[int] = field(default_factory=lambda: [0, 0])  # (eval-mode, all)
     _smoothed: tuple[np.ndarray, np.ndarray] | None = None
 
     def new_segment(self, step: int) -> None:

@@ -244,6 +244,11 @@ class Monitor:
     def _on_eval_loss(self, name: str, output: Any, target: Any, loss: Any, ignore_index: Any = -100,
                       summed: bool = False) -> None:
         if self.active:
+            if torch.is_tensor(loss) and loss.requires_grad and self.validation.open \
+                    and not self.validation.phase_has_graph:
+                # a loss with a graph after a no-grad evaluation: that evaluation is over (this
+                # one is dropped at its backward if it was training in eval mode)
+                self.guard.call("validation tracking", self._close_validation_phase)
             self.guard.call("validation tracking", self.validation.on_loss_call, name, output, target, loss,
                             ignore_index if isinstance(ignore_index, int) else None, summed)
             self.guard.call("data checks", self.stream.on_eval_batch, self.validation.eval_input)
@@ -285,6 +290,15 @@ class Monitor:
         if self._pending_manual_step and not self.table.optimizers:
             self.guard.call("step clock", self._advance)
         self.guard.call("loss", self.loss.on_backward, loss)
+        self.guard.call("validation tracking", self._backward_mode, loss)
+
+    def _backward_mode(self, loss: torch.Tensor) -> None:
+        """Count backward passes of losses from eval-mode forwards (dropout off, BatchNorm
+        frozen), and drop the evaluation phase such a loss opened."""
+        self.validation.discard_if_training()
+        if self.validation.eval_forward is not None:
+            self.run.eval_mode_backwards[0] += self.validation.eval_mode_with_grad
+            self.run.eval_mode_backwards[1] += 1
 
     def _on_backward_end(self, loss: torch.Tensor) -> None:
         if self.active and self._first_checks_pending:   # no known loss function was called

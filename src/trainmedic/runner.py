@@ -75,7 +75,7 @@ class _FindingPrinter:
 def run_script(script: str, args: list[str] | tuple[str, ...] = (), *, json_path: str | None = None,
                fail_on: str | None = None, every: int = 25, run_dir: str | None = None,
                goal: str | None = None, html_path: str | None = None, tensorboard: str | None = None,
-               live: bool = True, count_resolved: bool = False) -> int:
+               live: bool = True, count_resolved: bool = False, repair: bool = False) -> int:
     """Run ``script`` under a Monitor; returns the exit code ``python script`` would have had
     (or FAIL_ON_EXIT_CODE when ``fail_on`` is set and an active finding reaches that severity;
     with ``count_resolved``, findings resolved before the end count too). A script
@@ -83,14 +83,16 @@ def run_script(script: str, args: list[str] | tuple[str, ...] = (), *, json_path
     command goes on to die of SIGINT as python would, never an in-process caller."""
     return run_script_outcome(script, args, json_path=json_path, fail_on=fail_on, every=every,
                               run_dir=run_dir, goal=goal, html_path=html_path,
-                              tensorboard=tensorboard, live=live, count_resolved=count_resolved).code
+                              tensorboard=tensorboard, live=live, count_resolved=count_resolved,
+                              repair=repair).code
 
 
 def run_script_outcome(script: str, args: list[str] | tuple[str, ...] = (), *,
                        json_path: str | None = None, fail_on: str | None = None, every: int = 25,
                        run_dir: str | None = None, goal: str | None = None,
                        html_path: str | None = None, tensorboard: str | None = None,
-                       live: bool = True, count_resolved: bool = False) -> RunOutcome:
+                       live: bool = True, count_resolved: bool = False,
+                       repair: bool = False) -> RunOutcome:
     """:func:`run_script`, also telling how the script ended (see :class:`RunOutcome`)."""
     if not os.path.isfile(script):
         raise FileNotFoundError(f"script={script!r} does not exist or is not a file")
@@ -99,7 +101,7 @@ def run_script_outcome(script: str, args: list[str] | tuple[str, ...] = (), *,
     real_out, real_err = sys.stdout, sys.stderr
     name = os.path.splitext(os.path.basename(script))[0]
     monitor = Monitor(every=every, run_dir=run_dir, name=name, discover=True, goal=goal,
-                      tensorboard=tensorboard)
+                      tensorboard=tensorboard, repair=repair)
     status = _live_status(real_err, monitor) if live else None
     printer = _FindingPrinter(sys.stdout, sys.stderr)     # rich's proxies while the status is live
     monitor.on_finding = printer

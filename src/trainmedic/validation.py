@@ -27,6 +27,7 @@ class ValidationTracker:
     def __init__(self) -> None:
         self.epochs: list[dict[str, Any]] = []
         self.open = False
+        self.eval_mode_with_grad = False
         self.eval_forward: bool | None = None   # the last root forward since the last optimizer
         #                                         step ran in eval mode / no grad (None: no forward)
         self._eval_mode_forward = False     # ... in eval mode
@@ -47,6 +48,7 @@ class ValidationTracker:
         self._seen = 0                                # classification rows seen this phase
         self._worst: list[torch.Tensor | None] | None = None
         self._phase_train_mode = False
+        self._phase_grad = False                      # a loss of the phase carries a graph
         self._mc_sampling = False
         self._classes = 0
 
@@ -55,6 +57,8 @@ class ValidationTracker:
         evaluating = not torch.is_grad_enabled() or not module.training
         self.eval_forward = evaluating
         self._eval_mode_forward = not module.training
+        # a forward with gradients of a model whose dropout/BatchNorm is in eval mode
+        self.eval_mode_with_grad = (not module.training) and torch.is_grad_enabled() and self._stochastic(module)
         if evaluating:
             self._train_mode_now = module.training and self._stochastic(module)
             x = args[0] if args and torch.is_tensor(args[0]) else None
@@ -93,6 +97,7 @@ class ValidationTracker:
         if not torch.is_tensor(loss) or loss.numel() != 1:
             return
         self.open = True
+        self._phase_grad |= loss.requires_grad
         self._phase_train_mode |= self._train_mode_now
         weight: Any = int(output.shape[0]) if torch.is_tensor(output) and output.dim() else 1
         if name in ("cross_entropy", "nll_loss") and torch.is_tensor(target) and torch.is_tensor(output) \
@@ -156,6 +161,19 @@ class ValidationTracker:
             keep = torch.topk(-cand[0], min(WORST_K, len(cand[0]))).indices
             cand = [c[keep] if c is not None else None for c in cand]
         self._worst = cand
+
+    @property
+    def phase_has_graph(self) -> bool:
+        return self._phase_grad
+
+    def discard_if_training(self) -> bool:
+        """A backward is starting: an open phase whose losses carry a graph was training after
+        an eval-mode forward (model.eval() never undone), not an evaluation. Drop it."""
+        if self.open and self._phase_grad:
+            self.open = False
+            self._reset_phase()
+            return True
+        return False
 
     def close_phase(self, step: int, train_loss: float | None, train_acc: float | None) -> dict | None:
         """The phase ended (a training step or the end of the run): make its epoch record."""

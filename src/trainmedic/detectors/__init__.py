@@ -6,7 +6,8 @@
 from trainmedic.detectors.activations import (ConstantPredictions, DeadRelu, LossInputMismatch,
                                               SaturatedActivation)
 from trainmedic.detectors.base import Detector, Verdict
-from trainmedic.detectors.generalization import EvalInTrainMode, LabelNoise, Overfitting, Underfitting
+from trainmedic.detectors.generalization import (EvalInTrainMode, LabelNoise, Overfitting,
+                                                 TrainInEvalMode, Underfitting)
 from trainmedic.detectors.gradients import (ExplodingGradient, GradsNotCleared, NonfiniteGradient,
                                             VanishingGradient)
 from trainmedic.detectors.learning_rate import (LearningRateTooHigh, LearningRateTooLow,
@@ -23,7 +24,7 @@ def default_detectors() -> list[Detector]:
             SymmetricWeights(), DeadRelu(), SaturatedActivation(), ConstantPredictions(),
             LossInputMismatch(), VanishingGradient(), ExplodingGradient(),
             RegularizationDominates(), LrScheduleCollapsed(), LearningRateTooLow(),
-            LearningRateTooHigh(), Overfitting(), LabelNoise(), EvalInTrainMode(), Underfitting()]
+            LearningRateTooHigh(), Overfitting(), LabelNoise(), EvalInTrainMode(), TrainInEvalMode(), Underfitting()]
 
 
 __all__ = ["Detector", "Verdict", "default_detectors"]

@@ -87,6 +87,22 @@ class EvalInTrainMode(Detector):
         return None
 
 
+class TrainInEvalMode(Detector):
+    """>= half of >= 20 backward passes come from forwards of a model with dropout/BatchNorm
+    in eval mode: ``model.eval()`` for validation was never undone with ``model.train()``."""
+
+    id = "train_in_eval_mode"
+
+    def evaluate(self, run, reported, final):
+        hits, total = run.eval_mode_backwards
+        if total >= 20 and hits >= 0.5 * total:
+            return Verdict(
+                f"{hits} of {total} backward passes trained a model whose dropout/BatchNorm layers "
+                f"were in eval mode: dropout is off and BatchNorm uses frozen running statistics "
+                f"while training.", where="training", evidence={"eval_mode_backwards": hits, "backwards": total})
+        return None
+
+
 class Underfitting(Detector):
     """With a goal: the training counterpart of the goal's metric misses it in the last two
     epochs (>= 3 epochs)."""

@@ -1,0 +1,291 @@
+"""RepairController: the repair loop, driven by the monitor's control channel.
+
+After every tick (between two optimizer steps) the monitor calls :meth:`after_tick`:
+
+- no active repairable error finding (and no attempt being verified): a healthy point; a
+  snapshot goes into the ring (skipped when a parameter is NaN/Inf);
+- a repairable error finding (one with an entry in ``remedies.ORDER``) is active: roll the run
+  back in place to a snapshot, apply the next remedy of the finding's list and verify it over a
+  window (``window_ticks`` ticks or ``window_steps`` steps, whichever comes first). It is kept
+  when the finding did not come back and the smoothed loss ended below the loss at the
+  snapshot; otherwise it is undone and the next remedy is tried (at most ``max_attempts`` per
+  finding). When every attempt failed, the user's settings are restored, the run goes back to
+  the snapshot and goes on as the user wrote it.
+
+Attempt ``n`` (0-based) of a finding rolls back to the ``n``-th newest snapshot of the ring
+(the oldest when it holds fewer), so a ring of more than one snapshot lets later attempts go
+further back. A rollback makes the detectors forget the rolled-back part: the run's loss and
+tick history start a new segment, the first non-finite loss/gradient and the stale-gradient
+counts are cleared, and the gradients are cleared (set to None). Steps after a rollback are
+counted again: the monitor's step keeps increasing, the report's ``run.repairs`` says where
+each rollback went.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from typing import Any
+
+import torch
+
+from trainmedic.findings import Severity
+from trainmedic.repair import remedies as _remedies
+from trainmedic.repair.remedies import RepairContext, Remedy
+from trainmedic.repair.snapshots import Snapshot, SnapshotRing, find_schedulers
+
+
+class RepairController:
+    def __init__(self, monitor: Any, *, capacity: int = 1, schedulers: Any = (), scaler: Any = None,
+                 max_attempts: int = 3, window_ticks: int = 4, window_steps: int = 100,
+                 order: dict[str, list[str]] | None = None) -> None:
+        self.monitor = monitor
+        self.ring = SnapshotRing(capacity)
+        self.schedulers = list(schedulers)
+        self.scaler = scaler
+        self.max_attempts = max_attempts
+        self.window_ticks = window_ticks
+        self.window_steps = window_steps
+        self.order = dict(_remedies.ORDER if order is None else order)
+        self.attempts: list[dict[str, Any]] = monitor.extra_run_info.setdefault("repairs", [])
+        self.kept: list[Remedy] = []
+        self._tried: dict[str, int] = {}
+        self._given_up: set[str] = set()
+        self._current: dict[str, Any] | None = None
+        self._ticks = 0
+        self._warned = False
+        # The first snapshot is taken just before the first optimizer step (a global pre-hook
+        # that removes itself), so a fault in the first tick has a healthy point to go back to.
+        # It is removed later, from after_tick: a hook must not remove itself from the dict
+        # torch is iterating.
+        from torch.optim.optimizer import register_optimizer_step_pre_hook
+        self._first_done = False
+        self._first_hook = register_optimizer_step_pre_hook(self._before_first_step)
+
+    # -- what the run is made of ----------------------------------------------------------------
+    def _objects(self, extra_opt: Any = None) -> tuple[list, list, list]:
+        m = self.monitor
+        opts = list(m.table.optimizers)
+        if extra_opt is not None and not any(extra_opt is o for o in opts):
+            opts.append(extra_opt)
+        scheds = list(self.schedulers)
+        for s in find_schedulers(opts):
+            if not any(s is t for t in scheds):
+                scheds.append(s)
+        return list(m.models), opts, scheds
+
+    def _context(self) -> RepairContext:
+        m = self.monitor
+        _, _, scheds = self._objects()
+        opt = m.table.optimizers[m.primary]
+        return RepairContext(monitor=m, optimizer=opt,
+                             schedulers=[s for s in scheds if getattr(s, "optimizer", None) is opt])
+
+    def _take(self, extra_opt: Any = None) -> Snapshot | None:
+        models, opts, scheds = self._objects(extra_opt)
+        if not models or not opts:
+            return None
+        params = [p for mod in models for p in mod.parameters() if p.is_floating_point()]
+        if params and not bool(torch.isfinite(torch.stack(torch._foreach_norm(params))).all()):
+            return None                              # not a healthy point (one host read)
+        snap = self.ring.take(self.monitor.step, self._loss(), models, opts, scheds, self.scaler)
+        snap.objects = (models, opts, scheds)        # type: ignore[attr-defined]
+        return snap
+
+    def _restore(self, snap: Snapshot) -> None:
+        models, opts, scheds = snap.objects          # type: ignore[attr-defined]
+        self.ring.restore(snap, models, opts, scheds, self.scaler)
+        for o in opts:
+            o.zero_grad(set_to_none=True)
+        self._forget()
+
+    def _forget(self) -> None:
+        """The detectors forget the rolled-back part of the run."""
+        m = self.monitor
+        run = m.run
+        run.new_segment(m.step)
+        run.first_nonfinite_loss = None
+        run.first_nonfinite_grad = None
+        run.stale = {}
+        run.empty_steps = {}
+
+    def _loss(self) -> float | None:
+        _, v = self.monitor.run.smoothed_loss()
+        v = [float(x) for x in v if math.isfinite(float(x))]
+        return v[-1] if v else None
+
+    # -- the control channel --------------------------------------------------------------------
+    def _before_first_step(self, opt: Any, _args: Any, _kwargs: Any) -> None:
+        m = self.monitor
+        if self._first_done:
+            return
+        try:
+            if m.controller is not self or not m.active:
+                self._first_done = True
+                return
+            known = any(opt is o for o in m.table.optimizers)
+            if not known and not m.discover:
+                return                                # not an optimizer of this run
+            if self._take(opt) is not None:
+                self._first_done = True
+        except Exception as exc:  # noqa: BLE001 - never reaches the user's loop
+            self._first_done = True
+            if m.controller is self:
+                m.controller = None
+            self.abandon(exc, inside_hook=True)
+
+    def _remove_first_hook(self) -> None:
+        self._first_done = True
+        if self._first_hook is not None:
+            self._first_hook.remove()
+            self._first_hook = None
+
+    def after_tick(self) -> None:
+        m = self.monitor
+        self._ticks += 1
+        if self._first_done:
+            self._remove_first_hook()
+        if m.primary is None:
+            return
+        if self._current is not None:
+            self._verify()
+            return
+        repairable = [f for f in m.findings.values()
+                      if f.active and f.severity == Severity.ERROR and f.id in self.order]
+        todo = [f for f in repairable if f.id not in self._given_up]
+        if todo:
+            rank = {k: i for i, k in enumerate(_remedies.PRIORITY)}
+            finding = min(todo, key=lambda f: rank.get(f.id, len(rank)))
+            self._attempt(finding, [f.id for f in repairable])
+        elif not repairable:
+            self._remove_first_hook()
+            self._take()
+
+    def _attempt(self, finding: Any, targets: list[str]) -> None:
+        m = self.monitor
+        n = self._tried.get(finding.id, 0)
+        order = self.order[finding.id][:self.max_attempts]
+        snap = self.ring.back(n)
+        if n >= len(order) or snap is None:
+            self._give_up(finding, targets, "no healthy snapshot to roll back to" if snap is None else
+                          f"{n} remedies tried, none verified")
+            return
+        self._tried[finding.id] = n + 1
+        remedy = _remedies.make(order[n])
+        record = {"finding": finding.id, "remedy": remedy.id, "description": remedy.description,
+                  "cost": remedy.cost, "step": m.step, "rolled_back_to_step": snap.step,
+                  "outcome": "unverified", "loss_before": snap.loss, "loss_after": None}
+        self.attempts.append(record)
+        self._current = {"finding": finding.id, "remedy": remedy, "record": record, "snap": snap,
+                         "start_step": m.step, "start_tick": self._ticks, "targets": list(targets)}
+        self._restore(snap)
+        for fid in targets:                # pending: a detector that fires again re-activates it
+            f = m.findings[fid]
+            f.status, f.resolved_step = "resolved", m.step
+        _say(f"{finding.id} at step {m.step}: rolled back to step {snap.step}, trying "
+             f"{remedy.id} ({remedy.description}), attempt {n + 1}/{len(order)}")
+        remedy.apply(self._context())
+
+    def _verify(self) -> None:
+        m = self.monitor
+        cur = self._current
+        snap, record = cur["snap"], cur["record"]
+        back = [fid for fid in cur["targets"] if m.findings[fid].active]
+        back += [f.id for f in m.findings.values() if f.active and f.severity == Severity.ERROR
+                 and f.id in self.order and f.id not in cur["targets"]]
+        loss = self._loss()
+        record["loss_after"] = loss
+        bar = snap.loss if snap.loss is not None else _finite(m.run.initial_loss())
+        record["loss_before"] = bar      # a snapshot before any loss: the rolled-back run's first
+        if back:
+            self._fail(f"{', '.join(back)} came back")
+            return
+        if (self._ticks - cur["start_tick"] < self.window_ticks
+                and m.step - cur["start_step"] < self.window_steps):
+            return
+        if loss is None or bar is None or not loss < bar:
+            self._fail(f"the loss {_g(loss)} did not get below {_g(bar)} (at the snapshot)")
+            return
+        record["outcome"] = "kept"
+        self.kept.append(cur["remedy"])
+        for fid in cur["targets"]:
+            f = m.findings[fid]
+            f.status, f.resolved_step = "resolved", m.step
+        self._current = None
+        _say(f"{cur['finding']}: {record['remedy']} kept (verified at step {m.step}: the finding "
+             f"did not come back and the loss went from {_g(bar)} to {_g(loss)})")
+        # Older snapshots hold the settings before the remedy: start the ring afresh here.
+        self.ring = SnapshotRing(self.ring.capacity)
+        self._take()
+
+    def _fail(self, why: str) -> None:
+        m = self.monitor
+        cur, self._current = self._current, None
+        cur["record"]["outcome"] = "failed"
+        cur["record"]["reason"] = why
+        cur["remedy"].undo(self._context())
+        _say(f"{cur['finding']}: {cur['record']['remedy']} failed at step {m.step} ({why}); undone")
+        finding = m.findings[cur["finding"]]
+        self._attempt(finding, cur["targets"])
+
+    def _give_up(self, finding: Any, targets: list[str], why: str) -> None:
+        m = self.monitor
+        self._given_up |= {finding.id, *targets}     # its symptoms are not tried on their own
+        snap = self.ring.newest
+        if snap is not None and self._tried.get(finding.id):
+            self._restore(snap)           # back to the healthy point, with the user's settings
+        for fid in {finding.id, *targets}:
+            f = m.findings.get(fid)
+            if f is not None:
+                f.status, f.resolved_step = "active", None
+        m.extra_run_info.setdefault("repairs_given_up", []).append(
+            {"finding": finding.id, "step": m.step, "reason": why})
+        _say(f"{finding.id}: not repaired ({why}); the run goes on with your own settings")
+
+    def abandon(self, exc: BaseException, inside_hook: bool = False) -> None:
+        """An internal error: undo the remedy being tried, switch repair off, warn once."""
+        try:
+            if inside_hook:
+                self._first_done = True
+            else:
+                self._remove_first_hook()
+            cur, self._current = self._current, None
+            if cur is not None:
+                cur["record"]["outcome"] = "abandoned"
+                cur["record"]["reason"] = f"{type(exc).__name__}: {exc}"
+                try:
+                    cur["remedy"].undo(self._context())
+                except Exception:  # noqa: BLE001
+                    pass
+                for fid in cur["targets"]:
+                    f = self.monitor.findings.get(fid)
+                    if f is not None:
+                        f.status, f.resolved_step = "active", None
+            self.monitor.extra_run_info["repair_disabled"] = f"{type(exc).__name__}: {exc}"
+        except Exception:  # noqa: BLE001
+            pass
+        if self._warned:
+            return
+        self._warned = True
+        msg = (f"trainmedic: repair switched off after an internal error ({type(exc).__name__}: "
+               f"{exc}); the remedy being tried was undone, training goes on unrepaired")
+        try:
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        except Exception:  # noqa: BLE001 - e.g. under -W error
+            try:
+                print(msg, file=sys.stderr)
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _say(text: str) -> None:
+    print(f"trainmedic REPAIR {text}", file=sys.stderr, flush=True)
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+def _g(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4g}"
