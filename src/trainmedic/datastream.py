@@ -1,12 +1,15 @@
 """Data checks on the stream: the checkup's data decisions fed from what a watched run actually
 trains and evaluates on, bounded in memory and read on the schedule.
 
-Feeds (all device-side, read by the host once per tick):
-- every training forward: per-sample fingerprints of the input, until MAX_TRAIN_KEYS samples;
-- each sampled training step: the label histogram and per-batch label entropy of the loss
-  call's target, the predicted classes, per-channel input moments, and (input, label) pairs
-  for the label-signal probe;
-- every evaluation loss call: fingerprints and per-channel statistics of that batch's input.
+Feeds (device-side, read by the host once per tick):
+- every training forward: per-sample fingerprints of the input (one matmul into a preallocated
+  buffer), until the inputs come round again or MAX_TRAIN_KEYS samples;
+- every training loss call, until there are enough: (input features, label) rows for the
+  label-signal probe;
+- each sampled training step: the label, predicted and correct-class histograms and the
+  per-batch label entropy of the loss call, and per-channel input moments (``bincount`` waits
+  for the device on CUDA: on sampled steps only);
+- every evaluation loss call: fingerprints and per-channel moments of that batch's input.
 
 The decisions are the checkup's own (``checks.data``: imbalance, shuffling, leakage,
 preprocessing mismatch; ``checks.wiring``: batch mixing) plus the label-signal probe below.
@@ -20,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainmedic.checks.data import (FINGERPRINT_PROJECTIONS as FINGERPRINT_WIDTH,
+from trainmedic.checks.data import (FINGERPRINT_PROJECTIONS as FINGERPRINT_WIDTH, channel_rows,
                                     fingerprint_keys, fingerprints, imbalance_finding,
                                     leakage_finding, mismatch_finding,
                                     unshuffled_finding)
@@ -34,19 +37,6 @@ PROBE_FEATURES = 256
 CLASS_LOSSES = ("cross_entropy", "nll_loss")
 BINARY_LOSSES = ("binary_cross_entropy_with_logits", "binary_cross_entropy")
 REGRESSION_LOSSES = ("mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss")
-
-
-def channel_rows(x: torch.Tensor) -> torch.Tensor:
-    """(rows, channels) view of a float input: (N, F) features, (N, L, F) sequences by their
-    last dim, (N, C, ...) images by channel."""
-    x = x.detach().float()
-    if x.dim() <= 1:
-        return x.reshape(-1, 1)
-    if x.dim() == 2:
-        return x
-    if x.dim() == 3:
-        return x.reshape(-1, x.shape[-1])
-    return x.transpose(0, 1).reshape(x.shape[1], -1).t()
 
 
 class DataStream:

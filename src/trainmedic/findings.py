@@ -147,10 +147,6 @@ class Report:
         floor = Severity.parse(severity).rank
         return [f for f in self.findings if f.severity.rank >= floor and (include_resolved or f.active)]
 
-    def root_causes(self) -> list[Finding]:
-        """Active findings that follow from no other finding, in the guide's order."""
-        return [f for f in ordered(self.findings) if f.active and f.caused_by is None]
-
     def to_dict(self) -> dict[str, Any]:
         return {"trainmedic_version": __version__, "run": _jsonable(self.run),
                 "findings": [f.to_dict() for f in ordered(self.findings)]}

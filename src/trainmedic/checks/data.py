@@ -16,18 +16,24 @@ def _float_inputs(batches) -> list[torch.Tensor]:
     return xs
 
 
+def channel_rows(x: torch.Tensor) -> torch.Tensor:
+    """(rows, channels) view of a float input: (N, F) features, (N, L, F) sequences by their
+    last dim, (N, C, ...) images by channel."""
+    x = x.detach().float()
+    if x.dim() <= 1:
+        return x.reshape(-1, 1)
+    if x.dim() == 2:
+        return x
+    if x.dim() == 3:
+        return x.reshape(-1, x.shape[-1])
+    return x.transpose(0, 1).reshape(x.shape[1], -1).t()
+
+
 def _channel_stats(xs: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std per channel (dim 1 of N,C,... inputs) or per feature (last dim)."""
     x = torch.cat([t.detach().float().cpu() for t in xs])
     x = x[torch.isfinite(x).all(dim=tuple(range(1, x.dim())))] if x.dim() > 1 else x
-    if x.dim() <= 1:
-        flat = x.reshape(-1, 1)
-    elif x.dim() == 2:
-        flat = x
-    elif x.dim() == 3:          # (N, L, F) sequences: features are last
-        flat = x.reshape(-1, x.shape[-1])
-    else:                       # (N, C, H, W): channels
-        flat = x.transpose(0, 1).reshape(x.shape[1], -1).t()
+    flat = channel_rows(x)
     return flat.mean(0).numpy(), flat.std(0).numpy()
 
 

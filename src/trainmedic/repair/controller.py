@@ -90,11 +90,11 @@ class RepairController:
         if params and not bool(torch.isfinite(torch.stack(torch._foreach_norm(params))).all()):
             return None                              # not a healthy point (one host read)
         snap = self.ring.take(self.monitor.step, self._loss(), models, opts, scheds, self.scaler)
-        snap.objects = (models, opts, scheds)        # type: ignore[attr-defined]
+        snap.objects = (models, opts, scheds)
         return snap
 
     def _restore(self, snap: Snapshot) -> None:
-        models, opts, scheds = snap.objects          # type: ignore[attr-defined]
+        models, opts, scheds = snap.objects
         self.ring.restore(snap, models, opts, scheds, self.scaler)
         for o in opts:
             o.zero_grad(set_to_none=True)

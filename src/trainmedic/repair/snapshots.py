@@ -68,18 +68,7 @@ class Snapshot:
     schedulers: list[dict[str, Any]] = field(default_factory=list)
     scaler: dict[str, Any] | None = None
     rng: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def nbytes(self) -> int:
-        def size(o: Any) -> int:
-            if torch.is_tensor(o):
-                return o.numel() * o.element_size()
-            if isinstance(o, dict):
-                return sum(size(v) for v in o.values())
-            if isinstance(o, (list, tuple)):
-                return sum(size(v) for v in o)
-            return 0
-        return size(self.models) + size(self.optimizers)
+    objects: tuple = ()                   # (models, optimizers, schedulers) it was taken of
 
 
 class SnapshotRing:
