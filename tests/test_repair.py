@@ -171,3 +171,180 @@ def test_run_script_with_repair(tmp_path):
     assert code == 0
     repairs = json.loads(out.read_text())["run"]["repairs"]
     assert [r["remedy"] for r in repairs if r["outcome"] == "kept"] == ["lr_scale_0.1"], repairs
+
+
+# -- remedies one by one: apply changes what they say, undo restores the user's setting -------
+def _ctx(model, opt, **kw):
+    from trainmedic.repair.remedies import RepairContext
+    mon = type("M", (), {})()
+    mon.models, mon.table = [model], type("T", (), {"optimizers": [opt], "params": list(model.parameters())})()
+    mon.run = type("R", (), {"unowned_with_grad": set()})()
+    for k, v in kw.items():
+        setattr(mon, k, v)
+    return RepairContext(monitor=mon, optimizer=opt, schedulers=find_schedulers([opt]))
+
+
+def test_warmup_scales_the_step_and_leaves_the_scheduler_its_own_lr():
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen = []
+    opt.register_step_pre_hook(lambda o, a, k: seen.append(o.param_groups[0]["lr"]))
+    remedy = remedies_mod.Warmup(steps=4)
+    remedy.apply(_ctx(model, opt))
+    for _ in range(6):
+        model(torch.randn(2, 4)).sum().backward()
+        opt.step()
+        assert opt.param_groups[0]["lr"] == 0.1                    # what a scheduler reads
+    assert seen == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1, 0.1])
+    remedy.undo(_ctx(model, opt))
+    seen.clear()
+    opt.step()
+    assert seen == [0.1]
+
+
+def test_sgd_to_adam_keeps_the_object_and_its_parameters_and_undoes():
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    hook_calls = []
+    opt.register_step_post_hook(lambda o, a, k: hook_calls.append(1))
+    params = opt.param_groups[0]["params"]
+    remedy = remedies_mod.SgdToAdam()
+    remedy.apply(_ctx(model, opt))
+    assert isinstance(opt, torch.optim.Adam) and opt.param_groups[0]["lr"] == 1e-3
+    assert opt.param_groups[0]["params"] is params or opt.param_groups[0]["params"] == params
+    model(torch.randn(2, 4)).sum().backward()
+    opt.step()
+    assert "exp_avg" in opt.state[model.weight] and hook_calls == [1]
+    remedy.undo(_ctx(model, opt))
+    assert type(opt) is torch.optim.SGD and opt.param_groups[0]["momentum"] == 0.9
+    assert opt.param_groups[0]["lr"] == 0.5 and not opt.state
+    opt.step()
+    assert hook_calls == [1, 1]
+    with pytest.raises(RuntimeError, match="not SGD"):
+        remedies_mod.SgdToAdam().apply(_ctx(model, torch.optim.Adam(model.parameters())))
+
+
+def test_leaky_relu_swaps_module_and_functional_relu_and_undoes():
+    from trainmedic.repair.model_remedies import LeakyRelu
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.act, self.b = torch.nn.Linear(3, 3), torch.nn.ReLU(), torch.nn.Linear(3, 3)
+
+        def forward(self, x):
+            return torch.nn.functional.relu(self.b(self.act(self.a(x)))), self.act(self.a(x))
+
+    torch.manual_seed(0)
+    net, x = Net(), torch.randn(64, 3)
+    before = [t.detach() for t in net(x)]
+    assert all((t >= 0).all() for t in before)
+    remedy = LeakyRelu()
+    remedy.apply(_ctx(net, torch.optim.SGD(net.parameters(), lr=0.1)))
+    out = net(x)
+    assert all((t < 0).any() for t in out)                          # both kinds are leaky now
+    assert isinstance(net.act, torch.nn.LeakyReLU)
+    remedy.undo(None)
+    assert type(net.act) is torch.nn.ReLU
+    assert all(torch.equal(a, b) for a, b in zip(before, net(x)))
+
+
+def test_reinit_touches_only_symmetric_layers_and_drops_their_optimizer_state():
+    from trainmedic.repair.model_remedies import ReinitLayers
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    torch.nn.init.zeros_(model[2].weight)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(5, 4)).sum().backward()
+    opt.step()
+    first = model[0].weight.detach().clone()
+    remedy = ReinitLayers()
+    remedy.apply(_ctx(model, opt))
+    assert torch.equal(model[0].weight, first)                    # not symmetric: untouched
+    assert model[2].weight.detach().std() > 0 and model[2].weight not in opt.state
+    remedy.undo(None)
+    assert (model[2].weight.detach() == model[2].weight.detach()[0]).all()
+    with pytest.raises(RuntimeError, match="no symmetric"):
+        ReinitLayers().apply(_ctx(torch.nn.Linear(4, 3), opt))
+
+
+def test_loss_transforms_weight_training_only_and_feed_log_probabilities():
+    from trainmedic import _patches
+    from trainmedic.repair.loss_remedies import ClassWeights, LossGetsLogits
+    F = torch.nn.functional
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    mon = trainmedic.watch(model, opt, run_dir=None, on_finding=lambda f: None)
+    try:
+        stream = type("S", (), {"label_counts": lambda self: np.array([90, 9, 1])})()
+        weights = ClassWeights()
+        weights.apply(_ctx(model, opt, stream=stream, validation=mon.validation))
+        logits, y = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
+        expected = F.cross_entropy.__wrapped__(logits, y, weight=torch.tensor([100 / 270, 100 / 27, 100 / 3]))
+        assert torch.allclose(F.cross_entropy(logits, y), expected)                    # training call
+        with torch.no_grad():
+            model(torch.randn(2, 4))                                                  # an evaluation forward
+            assert torch.allclose(F.cross_entropy(logits, y), F.cross_entropy.__wrapped__(logits, y))
+        weights.undo(None)
+        assert not _patches.loss_transforms
+        logits.requires_grad_(True)
+        fix = LossGetsLogits()
+        fix.apply(None)
+        probs = logits.softmax(1)
+        repaired = F.cross_entropy(probs, y)
+        assert torch.allclose(repaired, F.cross_entropy.__wrapped__(logits, y), atol=1e-5)
+        assert torch.allclose(F.cross_entropy(logits, y), F.cross_entropy.__wrapped__(logits, y))  # logits untouched
+        pred, target = torch.randn(8, 1), torch.randn(8)
+        assert torch.allclose(F.mse_loss(pred, target), F.mse_loss.__wrapped__(pred.reshape(8), target))
+        fix.undo(None)
+    finally:
+        _patches.loss_transforms.clear()
+        mon.close()
+
+
+def test_mode_switches_and_input_normalisation():
+    from trainmedic.repair.model_remedies import EvalModeForEvaluation, NormalizeInputs, TrainModeForTraining
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ev = EvalModeForEvaluation()
+    ev.apply(_ctx(model, opt))
+    with torch.no_grad():
+        model(torch.randn(3, 2))
+    assert not model.training
+    model(torch.randn(3, 2))
+    assert model.training
+    ev.undo(None)
+    model.eval()
+    tr = TrainModeForTraining()
+    tr.apply(_ctx(model, opt))
+    model(torch.randn(3, 2))
+    assert model.training
+    tr.undo(None)
+    seen = []
+    probe = torch.nn.Linear(2, 1)
+    probe.register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()))
+    x = torch.randn(1000, 2) * torch.tensor([100.0, 0.01]) + torch.tensor([50.0, -3.0])
+    rows = x.double()
+    stream = type("S", (), {"_moments": torch.stack([torch.full((2,), 1000.0, dtype=torch.float64),
+                                                       rows.sum(0), rows.pow(2).sum(0)])})()
+    norm = NormalizeInputs()
+    norm.apply(_ctx(probe, opt, stream=stream))
+    probe(x)
+    # the hook runs after the recording one: the model itself sees the standardised input
+    out = torch.nn.functional.linear(torch.zeros(1, 2), probe.weight, probe.bias)
+    assert out.shape == (1, 1)
+    norm.undo(None)
+    assert len(seen) == 1
+
+
+def test_order_table_names_only_known_remedies_and_every_finding_has_a_priority():
+    from trainmedic.catalog import CATALOG
+    from trainmedic.repair import ORDER, PRIORITY, REMEDIES, make
+    assert set(ORDER) <= set(CATALOG) and set(ORDER) <= set(PRIORITY)
+    for ids in ORDER.values():
+        for rid in ids:
+            assert rid in REMEDIES and make(rid).id == rid
+    assert make("lr_scale_0.003").factor == 0.003
+    with pytest.raises(ValueError, match="remedy='nope'"):
+        make("nope")
+    with pytest.raises(ValueError, match="capacity=0"):
+        RepairController(type("M", (), {"extra_run_info": {}})(), capacity=0)

@@ -14,6 +14,9 @@ LOSS_FUNCTIONS = ("cross_entropy", "nll_loss", "binary_cross_entropy_with_logits
                   "binary_cross_entropy", "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss")
 _active: list = []
 _originals: dict[str, object] = {}
+# Remedies that change what a loss function gets (class weights, logits instead of
+# probabilities): callables (name, args, kwargs, evaluating) -> (args, kwargs), applied in order.
+loss_transforms: list = []
 
 
 def activate(monitor) -> None:
@@ -70,12 +73,15 @@ def _install() -> None:
 def _wrap_loss(name: str, fn):
     @functools.wraps(fn)
     def loss_function(*args, **kwargs):
-        result = fn(*args, **kwargs)
         if not _active:
-            return result
+            return fn(*args, **kwargs)
+        evaluating = any(m.validation.is_eval_loss() for m in _active)
+        for transform in list(loss_transforms):
+            args, kwargs = transform(name, args, kwargs, evaluating)
+        result = fn(*args, **kwargs)
         output = args[0] if args else kwargs.get("input")
         target = args[1] if len(args) > 1 else kwargs.get("target")
-        if any(m.validation.is_eval_loss() for m in _active):
+        if evaluating:
             # cross_entropy / nll_loss: targets equal to ignore_index (5th positional) are not judged
             ignore = kwargs.get("ignore_index", args[4] if len(args) > 4 else -100)
             ignore = -100 if isinstance(ignore, bool) else ignore

@@ -36,12 +36,23 @@ def main() -> None:
 @click.option("--goal", help="A target such as 'val_acc>=0.95': the report shows the gap and why.")
 @click.option("--no-live", is_flag=True, help="No live status line, even on a terminal.")
 @click.option("--repair", is_flag=True,
-              help="On an error finding, roll back to the last healthy snapshot, apply a remedy "
+              help="On a repairable finding, roll back to the last healthy snapshot, apply a remedy "
                    "and verify it (in place; see README 'Repair while training').")
+@click.option("--snapshots", type=click.IntRange(min=1, max=64), default=1, show_default=True,
+              help="With --repair: snapshots kept in host memory (each about one copy of the "
+                   "model and optimizer state).")
+@click.option("--apply", "apply_", multiple=True, metavar="REMEDY",
+              help="Apply this remedy from the first optimizer step on (repeatable; ids as in "
+                   "trainmedic.repair.REMEDIES, plus lr_scale_<factor>, weight_decay_<factor>).")
+@click.option("--stop-on", multiple=True, metavar="ID|error|warning",
+              help="Stop the script between two steps when this finding (or any of this "
+                   "severity) is active (repeatable); the report says which.")
+@click.option("--source", type=click.Path(exists=True, dir_okay=False), hidden=True,
+              help="Run this file's code as if it were SCRIPT (trainmedic fix's patched copies).")
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 def run(json_path, html_path, tensorboard, fail_on, count_resolved, every, run_dir, goal, no_live, repair,
-        script, script_args) -> None:
+        snapshots, apply_, stop_on, source, script, script_args) -> None:
     """Run SCRIPT (with its own arguments) as python would, watched by trainmedic."""
     from trainmedic.goals import Goal
     from trainmedic.runner import run_script_outcome
@@ -50,10 +61,31 @@ def run(json_path, html_path, tensorboard, fail_on, count_resolved, every, run_d
             Goal.parse(goal)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--goal") from None
+    if repair and apply_:
+        raise click.BadParameter("use either --repair or --apply, not both", param_hint="--apply")
+    options: "bool | dict" = {"capacity": snapshots} if repair else False
+    if apply_:
+        from trainmedic.repair import make
+        for remedy in apply_:
+            try:
+                make(remedy)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--apply") from None
+        options = {"apply": list(apply_)}
+    from trainmedic.monitor import _stop_set
+    try:
+        _stop_set(stop_on)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--stop-on") from None
+    code = None
+    if source is not None:
+        with open(source, encoding="utf-8") as fh:
+            code = fh.read()
     outcome = run_script_outcome(script, list(script_args), json_path=json_path, fail_on=fail_on,
                                  every=every, run_dir=run_dir, goal=goal, html_path=html_path,
                                  tensorboard=tensorboard, live=not no_live,
-                                 count_resolved=count_resolved, repair=repair)
+                                 count_resolved=count_resolved, repair=options,
+                                 stop_on=stop_on, source=code)
     if outcome.status == "interrupted":
         _die_of_sigint()
     sys.exit(outcome.code)
@@ -81,14 +113,61 @@ def _die_of_sigint() -> None:
     os.kill(os.getpid(), signal.SIGINT)
 
 
+@main.command(context_settings={"ignore_unknown_options": True,
+                                "allow_interspersed_args": False})
+@click.option("--metric", help="Validation metric to compare (e.g. val_acc, val_loss, f1_macro); "
+                               "default: val_acc if the run has it, else val_loss.")
+@click.option("--write-patch", type=click.Path(dir_okay=False),
+              help="Write the verified fix as a unified diff here (your script is never edited).")
+@click.option("--all", "all_candidates", is_flag=True, help="Try every candidate, not only up to the first verified.")
+@click.option("--max-candidates", type=click.IntRange(min=1, max=20), default=6, show_default=True)
+@click.option("--out-dir", type=click.Path(file_okay=False),
+              help="Folder for the runs (default: trainmedic-runs/<timestamp>-fix-<script>).")
+@click.option("--timeout", type=click.FloatRange(min=1), help="Seconds allowed per run.")
+@click.argument("script", type=click.Path(exists=True, dir_okay=False))
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
+def fix(metric, write_patch, all_candidates, max_candidates, out_dir, timeout, script, script_args) -> None:
+    """Run SCRIPT, diagnose it, re-run it with each candidate remedy from the start, and show
+    the verified fix (as a patch when the setting is a literal in the script).
+
+    Exit code: 0 with a verified fix, 4 without one (nothing repairable, or no candidate
+    verified)."""
+    from trainmedic.repair.fix import format_table, run_fix
+    try:
+        result = run_fix(script, list(script_args), metric=metric, out_dir=out_dir,
+                         all_candidates=all_candidates, max_candidates=max_candidates,
+                         timeout=timeout, echo=lambda m: click.echo(m, err=True))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--metric") from None
+    click.echo(format_table(result))
+    winner = result.winner
+    if winner is not None and winner.diff:
+        click.echo("")
+        click.echo(winner.diff, nl=False)
+        if write_patch:
+            with open(write_patch, "w", encoding="utf-8") as fh:
+                fh.write(winner.diff)
+            click.echo(f"\npatch written to {write_patch} (apply with: patch -p1 < {write_patch})")
+    click.echo(f"runs and fix.json in {result.out_dir}")
+    sys.exit(0 if winner is not None else 4)
+
+
 @main.command()
 @click.option("--bug", type=click.Choice(sorted(BUGS)),
               help="Plant this bug (default: a clean run).")
 @click.option("--epochs", type=click.IntRange(min=1), default=6, show_default=True)
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Folder for the report.")
-def demo(bug, epochs, run_dir) -> None:
+@click.option("--write-script", type=click.Path(dir_okay=False),
+              help="Write the demo as a standalone script here instead of running it "
+                   "(e.g. for `trainmedic fix`).")
+def demo(bug, epochs, run_dir, write_script) -> None:
     """Train a small CNN on scikit-learn's digits, optionally with a planted bug."""
-    from trainmedic.demo import run_demo
+    from trainmedic.demo import run_demo, script_source
+    if write_script:
+        with open(write_script, "w", encoding="utf-8") as fh:
+            fh.write(script_source(bug, epochs=epochs))
+        click.echo(f"demo script written to {write_script}")
+        return
     run_demo(bug, epochs=epochs, run_dir=run_dir)
 
 

@@ -114,6 +114,10 @@ class DataStream:
         self.batch_sizes = (self.batch_sizes + [int(y.numel())])[-64:]
         self.dense_targets = target.dim() > 1
 
+    def label_counts(self):
+        """Sampled training labels per class (a numpy array), or None before any were seen."""
+        return None if self._counts is None else self._counts[0, :-1].cpu().numpy()
+
     @staticmethod
     def _labels(name: str, out: torch.Tensor, target: torch.Tensor, ignore: int):
         """(labels, predictions, classes) of a single-label classification loss call, labels

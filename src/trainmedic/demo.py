@@ -19,6 +19,73 @@ BUGS = {
 }
 
 
+_SCRIPT = '''"""The trainmedic demo as a standalone script: a small CNN on scikit-learn's digits.
+Planted bug: {title}."""
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from torch import nn
+
+
+class DigitsCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.fc1 = nn.Linear(32 * 2 * 2, 64)
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = F.relu(self.fc1(x.flatten(1)))
+        return {output}
+
+
+data = load_digits()
+x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
+y = torch.tensor(data.target)
+idx_tr, idx_va = train_test_split(range(len(y)), test_size=0.2, random_state=0, stratify=data.target)
+xtr, ytr, xva, yva = x[idx_tr], y[idx_tr], x[idx_va], y[idx_va]
+mean, std = xtr.mean(), xtr.std()
+xtr, xva = (xtr - mean) / std, (xva - mean) / std
+
+torch.manual_seed(0)
+model = DigitsCNN()
+{init}optimizer = torch.optim.SGD({params}, lr={lr}, momentum=0.9)
+loss_fn = nn.CrossEntropyLoss()
+for epoch in range({epochs}):
+    model.train()
+    perm = torch.randperm(len(ytr))
+    for i in range(0, len(ytr), 32):
+        b = perm[i:i + 32]
+{zero_grad}        loss = loss_fn(model(xtr[b]), ytr[b])
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        val_loss = loss_fn(model(xva), yva).item()
+        acc = (model(xva).argmax(1) == yva).float().mean().item()
+    print(f"epoch {{epoch + 1}}: val loss {{val_loss:.4f}}, val accuracy {{acc:.3f}}")
+'''
+
+
+def script_source(bug: str | None = None, epochs: int = 6) -> str:
+    """The demo as a standalone training script with ``bug`` planted (None: clean), each bug
+    written the way people write it (a literal ``lr=3.0``, a missing ``zero_grad()``...)."""
+    if bug is not None and bug not in BUGS:
+        raise ValueError(f"bug={bug!r} is not a demo bug; expected one of {sorted(BUGS)}")
+    return _SCRIPT.format(
+        title=BUGS[bug] if bug else "none (a clean run)", epochs=epochs,
+        output="self.head(x).softmax(1)" if bug == "softmax-before-ce" else "self.head(x)",
+        init=("for p in model.parameters():\n    nn.init.zeros_(p)\n" if bug == "zero-init" else ""),
+        params=("[p for n, p in model.named_parameters() if not n.startswith(\"head\")]"
+                if bug == "missing-params" else "model.parameters()"),
+        lr={"lr-too-high": "3.0", "lr-too-low": "1e-5"}.get(bug, "0.05"),
+        zero_grad="" if bug == "no-zero-grad" else "        optimizer.zero_grad()\n")
+
+
 class DigitsCNN(nn.Module):
     def __init__(self, softmax: bool = False) -> None:
         super().__init__()

@@ -44,6 +44,16 @@ SYMMETRY_CHECK_AFTER = 10     # steps of training before identical rows count as
 SWITCH_AFTER = 10             # steps in a row of another optimizer before it is followed
 
 
+class StopTraining(BaseException):
+    """Raised into the training loop, between two steps, when a finding named in ``stop_on``
+    is active (a pruned trial, a ``trainmedic fix`` candidate whose fault came back). A
+    BaseException, so a script's own ``except Exception`` does not swallow it."""
+
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(f"{finding.id} at step {finding.step}")
+        self.finding = finding
+
+
 class Monitor:
     """Watches one training run. Build it with :func:`watch` (or the zero-code runner)."""
 
@@ -52,7 +62,8 @@ class Monitor:
                  run_dir: "str | os.PathLike[str] | None" = None, name: str | None = None,
                  on_finding: Callable[[Finding], None] | None = None, discover: bool = False,
                  first_batch_checks: bool = True, goal: "str | None" = None,
-                 tensorboard: "str | os.PathLike[str] | None" = None, repair: bool = False) -> None:
+                 tensorboard: "str | os.PathLike[str] | None" = None,
+                 repair: "bool | dict[str, Any]" = False, stop_on: Iterable[str] = ()) -> None:
         if not isinstance(every, int) or isinstance(every, bool) or not 1 <= every <= MAX_EVERY:
             raise ValueError(f"every={every!r} is not a valid schedule; expected an int from 1 "
                              f"to {MAX_EVERY} (steps between host reads)")
@@ -64,6 +75,7 @@ class Monitor:
             if not isinstance(opt, torch.optim.Optimizer):
                 raise TypeError(f"optimizer={opt!r} is not a torch.optim.Optimizer")
         self.goal = Goal.parse(goal) if goal is not None else None
+        self.stop_on = _stop_set(stop_on)
         self.every = every
         self.interval = every
         window = min(every * SPARSE_FACTOR, MAX_EVERY)
@@ -122,8 +134,13 @@ class Monitor:
         self._opt_params: dict[int, tuple[int, list[torch.Tensor], list[int]]] = {}
         self.controller = None
         if repair:
-            from trainmedic.repair import RepairController
-            self.controller = RepairController(self)
+            options = dict(repair) if isinstance(repair, dict) else {}
+            if "apply" in options:
+                from trainmedic.repair.start import StartWith
+                self.controller = StartWith(self, options.pop("apply"))
+            else:
+                from trainmedic.repair import RepairController
+                self.controller = RepairController(self, **options)
         self.active = True
         _patches.activate(self)
         for m in models:
@@ -409,16 +426,20 @@ class Monitor:
             self._control()
 
     def _control(self) -> None:
-        """The control channel: the repair loop acts here, between two optimizer steps. It is
-        not under the fail-safe guard (which would swallow its decisions); a failure of its own
-        undoes what it did and switches repair off with one warning."""
-        if self.controller is None:
-            return
-        try:
-            self.controller.after_tick()
-        except Exception as exc:  # noqa: BLE001 - never reaches the user's loop
-            controller, self.controller = self.controller, None
-            controller.abandon(exc)
+        """The control channel: the repair loop acts here, between two optimizer steps, and a
+        finding named in ``stop_on`` stops the run (StopTraining). It is not under the fail-safe
+        guard (which would swallow its decisions); a failure of the repair loop undoes what it
+        did and switches repair off with one warning."""
+        if self.controller is not None:
+            try:
+                self.controller.after_tick()
+            except Exception as exc:  # noqa: BLE001 - never reaches the user's loop
+                controller, self.controller = self.controller, None
+                controller.abandon(exc)
+        if self.stop_on:
+            for f in self.findings.values():
+                if f.active and (f.id in self.stop_on or f.severity.value in self.stop_on):
+                    raise StopTraining(f)
     def _collect(self, rows: int, first: int) -> None:
         losses, seen = self.loss.take(rows)
         grads = self.grads.take(rows)
@@ -574,6 +595,8 @@ class Monitor:
             self._tick(final=True)
         else:
             self._run_detectors(final=True)
+        if self.controller is not None:
+            self.guard.call("repair", self.controller.finish)
         self.active = False
         if self._post_hook is not None:
             self._post_hook.remove()
@@ -691,7 +714,7 @@ def watch(model: "torch.nn.Module | Iterable[torch.nn.Module] | None" = None,
           every: int = 25, run_dir: "str | os.PathLike[str] | None" = None,
           name: str | None = None, on_finding: Callable[[Finding], None] | None = None,
           goal: str | None = None, tensorboard: "str | os.PathLike[str] | None" = None,
-          repair: bool = False) -> Monitor:
+          repair: "bool | dict[str, Any]" = False) -> Monitor:
     """Start watching ``model`` trained by ``optimizer`` (each may be one object or a list).
 
     ``every``: steps between host reads, the detectors' schedule (after the first 10 reads,
@@ -699,14 +722,28 @@ def watch(model: "torch.nn.Module | Iterable[torch.nn.Module] | None" = None,
     is written (default ``./trainmedic-runs/<timestamp>-<name>``). ``on_finding``: called once
     per new finding (default: print it to stderr). ``goal``: e.g. ``"val_acc>=0.95"``; the report
     then shows the gap and where it comes from. ``tensorboard``: a log folder for TensorBoard
-    event files (scalars and activation histograms). ``repair``: on an error finding, roll the
-    run back to its last healthy snapshot, apply the finding's first remedy and verify it
-    (``trainmedic.repair``)."""
+    event files (scalars and activation histograms). ``repair``: on a repairable finding, roll
+    the run back to its last healthy snapshot, apply the finding's next remedy and verify it
+    (``trainmedic.repair``); True, or a dict of options: ``capacity`` (snapshots held in host
+    memory, default 1), ``max_attempts`` per finding (3), ``window_ticks``/``window_steps``
+    (verification window, 4/100), ``order`` ({finding id: [remedy ids]}, overriding
+    ``trainmedic.repair.ORDER`` for those findings)."""
     models = [] if model is None else [model] if isinstance(model, torch.nn.Module) else list(model)
     opts = [] if optimizer is None else (
         [optimizer] if isinstance(optimizer, torch.optim.Optimizer) else list(optimizer))
     return Monitor(models, opts, every=every, run_dir=run_dir, name=name, on_finding=on_finding, goal=goal,
                    tensorboard=tensorboard, repair=repair)
+
+
+def _stop_set(stop_on: Iterable[str]) -> set[str]:
+    """Finding ids and severities ("error", "warning") that stop a run; checked here."""
+    from trainmedic.catalog import CATALOG
+    out = {stop_on} if isinstance(stop_on, str) else set(stop_on)
+    for item in out:
+        if item not in CATALOG and item not in ("error", "warning"):
+            raise ValueError(f"stop_on={item!r} is neither a finding id nor a severity; expected "
+                             f"'error', 'warning' or an id of `trainmedic ids`")
+    return out
 
 
 def _no_loss(_output: Any, _target: Any) -> None:

@@ -12,10 +12,11 @@ import os
 import runpy
 import sys
 import traceback
-from typing import IO, Any, NamedTuple
+import types
+from typing import IO, Any, Iterable, NamedTuple
 
 from trainmedic.findings import Finding, Severity
-from trainmedic.monitor import Monitor
+from trainmedic.monitor import Monitor, StopTraining
 from trainmedic.report.terminal import format_finding
 
 FAIL_ON_EXIT_CODE = 3
@@ -24,7 +25,7 @@ INTERRUPTED_EXIT_CODE = 130       # what a shell reports for a SIGINT death; the
 
 class RunOutcome(NamedTuple):
     """How a script run under the runner ended: its exit code and the report's status
-    ("completed", "crashed" or "interrupted")."""
+    ("completed", "crashed", "interrupted", or "stopped" by a ``stop_on`` finding)."""
     code: int
     status: str
 
@@ -75,7 +76,8 @@ class _FindingPrinter:
 def run_script(script: str, args: list[str] | tuple[str, ...] = (), *, json_path: str | None = None,
                fail_on: str | None = None, every: int = 25, run_dir: str | None = None,
                goal: str | None = None, html_path: str | None = None, tensorboard: str | None = None,
-               live: bool = True, count_resolved: bool = False, repair: bool = False) -> int:
+               live: bool = True, count_resolved: bool = False, repair: "bool | dict" = False,
+               stop_on: Iterable[str] = (), source: str | None = None) -> int:
     """Run ``script`` under a Monitor; returns the exit code ``python script`` would have had
     (or FAIL_ON_EXIT_CODE when ``fail_on`` is set and an active finding reaches that severity;
     with ``count_resolved``, findings resolved before the end count too). A script
@@ -84,7 +86,7 @@ def run_script(script: str, args: list[str] | tuple[str, ...] = (), *, json_path
     return run_script_outcome(script, args, json_path=json_path, fail_on=fail_on, every=every,
                               run_dir=run_dir, goal=goal, html_path=html_path,
                               tensorboard=tensorboard, live=live, count_resolved=count_resolved,
-                              repair=repair).code
+                              repair=repair, stop_on=stop_on, source=source).code
 
 
 def run_script_outcome(script: str, args: list[str] | tuple[str, ...] = (), *,
@@ -92,8 +94,12 @@ def run_script_outcome(script: str, args: list[str] | tuple[str, ...] = (), *,
                        run_dir: str | None = None, goal: str | None = None,
                        html_path: str | None = None, tensorboard: str | None = None,
                        live: bool = True, count_resolved: bool = False,
-                       repair: bool = False) -> RunOutcome:
-    """:func:`run_script`, also telling how the script ended (see :class:`RunOutcome`)."""
+                       repair: "bool | dict" = False, stop_on: Iterable[str] = (),
+                       source: str | None = None) -> RunOutcome:
+    """:func:`run_script`, also telling how the script ended (see :class:`RunOutcome`).
+    ``stop_on``: finding ids or severities that end the script early (status "stopped", exit
+    code 0). ``source``: run this code instead of the file's, as if it were the file (its
+    ``__file__``, ``sys.argv[0]``, tracebacks): how ``trainmedic fix`` runs a patched copy."""
     if not os.path.isfile(script):
         raise FileNotFoundError(f"script={script!r} does not exist or is not a file")
     if fail_on is not None:
@@ -101,7 +107,7 @@ def run_script_outcome(script: str, args: list[str] | tuple[str, ...] = (), *,
     real_out, real_err = sys.stdout, sys.stderr
     name = os.path.splitext(os.path.basename(script))[0]
     monitor = Monitor(every=every, run_dir=run_dir, name=name, discover=True, goal=goal,
-                      tensorboard=tensorboard, repair=repair)
+                      tensorboard=tensorboard, repair=repair, stop_on=stop_on)
     status = _live_status(real_err, monitor) if live else None
     printer = _FindingPrinter(sys.stdout, sys.stderr)     # rich's proxies while the status is live
     monitor.on_finding = printer
@@ -115,9 +121,16 @@ def run_script_outcome(script: str, args: list[str] | tuple[str, ...] = (), *,
     sys.stdout, sys.stderr = printer.streams
     outcome, code = "completed", 0
     try:
-        runpy.run_path(script, run_name="__main__")
+        if source is None:
+            runpy.run_path(script, run_name="__main__")
+        else:
+            _run_source(source, script)
     except SystemExit as exc:
         code = _exit_code(exc.code)
+    except StopTraining as exc:
+        outcome = "stopped"
+        monitor.extra_run_info["stopped_by"] = exc.finding.id
+        print(f"trainmedic: stopped at step {monitor.step}: {exc.finding.id}", file=real_err, flush=True)
     except KeyboardInterrupt:
         outcome, code = "interrupted", INTERRUPTED_EXIT_CODE
         _print_user_traceback(script)
@@ -140,6 +153,22 @@ def run_script_outcome(script: str, args: list[str] | tuple[str, ...] = (), *,
             and report.at_least(fail_on, include_resolved=count_resolved)):
         code = FAIL_ON_EXIT_CODE
     return RunOutcome(code, outcome)
+
+
+def _run_source(source: str, script: str) -> None:
+    """Run ``source`` as ``__main__`` the way runpy runs ``script``: its own module object in
+    ``sys.modules["__main__"]``, ``__file__`` the script's path, code objects named after it."""
+    code = compile(source, script, "exec")
+    module = types.ModuleType("__main__")
+    module.__dict__.update(__file__=script, __builtins__=__builtins__, __loader__=None,
+                           __spec__=None, __package__=None, __cached__=None)
+    saved = sys.modules.get("__main__")
+    sys.modules["__main__"] = module
+    try:
+        exec(code, module.__dict__)
+    finally:
+        if saved is not None:
+            sys.modules["__main__"] = saved
 
 
 def _write_report(monitor: Monitor, json_path, html_path, out, err):

@@ -4,19 +4,26 @@ After every tick (between two optimizer steps) the monitor calls :meth:`after_ti
 
 - no active repairable error finding (and no attempt being verified): a healthy point; a
   snapshot goes into the ring (skipped when a parameter is NaN/Inf);
-- a repairable error finding (one with an entry in ``remedies.ORDER``) is active: roll the run
-  back in place to a snapshot, apply the next remedy of the finding's list and verify it over a
-  window (``window_ticks`` ticks or ``window_steps`` steps, whichever comes first). It is kept
-  when the finding did not come back and the smoothed loss ended below the loss at the
-  snapshot; otherwise it is undone and the next remedy is tried (at most ``max_attempts`` per
-  finding). When every attempt failed, the user's settings are restored, the run goes back to
-  the snapshot and goes on as the user wrote it.
+- a repairable finding (one with an entry in ``order.ORDER``) is active: roll the run back in
+  place to a snapshot (unless the remedy needs none), apply the next remedy of the finding's
+  list and verify it (see ``Remedy.verify``): over a window of ``window_ticks`` ticks or
+  ``window_steps`` steps, whichever comes first, the finding must not come back and, for most
+  remedies, the loss must end below the loss at the snapshot *and* below the unrepaired run's
+  loss the same number of steps after the snapshot; overfitting remedies are judged on the next
+  two validation epochs. A remedy that fails is undone and the next one is tried (at most
+  ``max_attempts`` per finding). When every attempt failed, the user's settings are restored,
+  the run goes back to the snapshot and goes on as the user wrote it.
+
+Snapshots are taken at healthy ticks; once the run has validation epochs, only at the first
+tick after an epoch with the best validation loss so far, so the newest snapshot is also the
+point an early stop goes back to.
 
 Attempt ``n`` (0-based) of a finding rolls back to the ``n``-th newest snapshot of the ring
 (the oldest when it holds fewer), so a ring of more than one snapshot lets later attempts go
 further back. A rollback makes the detectors forget the rolled-back part: the run's loss and
-tick history start a new segment, the first non-finite loss/gradient and the stale-gradient
-counts are cleared, and the gradients are cleared (set to None). Steps after a rollback are
+tick history start a new segment, the validation epochs after the snapshot are dropped, the
+first non-finite loss/gradient and the stale-gradient counts are cleared, and the gradients are
+cleared (set to None). Steps after a rollback are
 counted again: the monitor's step keeps increasing, the report's ``run.repairs`` says where
 each rollback went.
 """
@@ -28,12 +35,15 @@ import sys
 import warnings
 from typing import Any
 
+import numpy as np
 import torch
 
 from trainmedic.findings import Severity
-from trainmedic.repair import remedies as _remedies
+from trainmedic.repair import order as _order
 from trainmedic.repair.remedies import RepairContext, Remedy
 from trainmedic.repair.snapshots import Snapshot, SnapshotRing, find_schedulers
+
+VAL_EPOCHS = 2          # validation epochs that judge an overfitting remedy
 
 
 class RepairController:
@@ -47,13 +57,23 @@ class RepairController:
         self.max_attempts = max_attempts
         self.window_ticks = window_ticks
         self.window_steps = window_steps
-        self.order = dict(_remedies.ORDER if order is None else order)
+        for name, v in (("capacity", capacity), ("max_attempts", max_attempts),
+                        ("window_ticks", window_ticks), ("window_steps", window_steps)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name}={v!r}: expected an int >= 1")
+        self.order = {**_order.ORDER, **(order or {})}
+        for fid, ids in self.order.items():
+            for rid in ids:
+                if rid not in _order.REMEDIES:
+                    raise ValueError(f"order[{fid!r}] names remedy {rid!r}; expected one of "
+                                     f"{sorted(_order.REMEDIES)}")
         self.attempts: list[dict[str, Any]] = monitor.extra_run_info.setdefault("repairs", [])
         self.kept: list[Remedy] = []
         self._tried: dict[str, int] = {}
         self._given_up: set[str] = set()
         self._current: dict[str, Any] | None = None
         self._ticks = 0
+        self._snapped_epochs = -1            # validation epochs when the last snapshot was taken
         self._warned = False
         # The first snapshot is taken just before the first optimizer step (a global pre-hook
         # that removes itself), so a fault in the first tick has a healthy point to go back to.
@@ -75,11 +95,11 @@ class RepairController:
                 scheds.append(s)
         return list(m.models), opts, scheds
 
-    def _context(self) -> RepairContext:
+    def _context(self, finding: Any = None) -> RepairContext:
         m = self.monitor
         _, _, scheds = self._objects()
         opt = m.table.optimizers[m.primary]
-        return RepairContext(monitor=m, optimizer=opt,
+        return RepairContext(monitor=m, optimizer=opt, finding=finding,
                              schedulers=[s for s in scheds if getattr(s, "optimizer", None) is opt])
 
     def _take(self, extra_opt: Any = None) -> Snapshot | None:
@@ -93,18 +113,34 @@ class RepairController:
         snap.objects = (models, opts, scheds)
         return snap
 
+    def _healthy_point(self) -> None:
+        """A snapshot at this healthy tick, unless the last validation epoch was not the best
+        so far (or was snapshotted already)."""
+        epochs = [e.get("val_loss") for e in self.monitor.validation.epochs]
+        scored = [v for v in epochs if v is not None and math.isfinite(v)]
+        if scored:
+            if self._snapped_epochs == len(epochs) or epochs[-1] is None or epochs[-1] > min(scored):
+                return
+        if self._take() is not None:
+            self._snapped_epochs = len(epochs)
+
     def _restore(self, snap: Snapshot) -> None:
         models, opts, scheds = snap.objects
         self.ring.restore(snap, models, opts, scheds, self.scaler)
         for o in opts:
             o.zero_grad(set_to_none=True)
-        self._forget()
+        self._forget(snap)
 
-    def _forget(self) -> None:
+    def _forget(self, snap: Snapshot) -> None:
         """The detectors forget the rolled-back part of the run."""
         m = self.monitor
         run = m.run
+        epochs = m.validation.epochs
+        epochs[:] = [e for e in epochs if e.get("step", 0) <= snap.step]
+        self._snapped_epochs = min(self._snapped_epochs, len(epochs))
+        run.epochs = epochs[m._epoch_start:]
         run.new_segment(m.step)
+        run.symmetric, run.loss_inputs = {}, {}
         run.first_nonfinite_loss = None
         run.first_nonfinite_grad = None
         run.stale = {}
@@ -114,6 +150,17 @@ class RepairController:
         _, v = self.monitor.run.smoothed_loss()
         v = [float(x) for x in v if math.isfinite(float(x))]
         return v[-1] if v else None
+
+    def _recent_loss(self, since: int) -> tuple[float | None, int]:
+        """Median of the last (up to 25) per-step losses after monitor step ``since`` (NaN/Inf
+        count as +inf), and how many steps after ``since`` the last one is."""
+        s, v = self.monitor.run.loss_steps[:, 0], self.monitor.run.loss_steps[:, 1]
+        keep = s > since
+        s, v = s[keep], v[keep]
+        if not len(v):
+            return None, 0
+        v = np.where(np.isfinite(v), v, np.inf)[-25:]
+        return float(np.median(v)), int(s[-1] - since)
 
     # -- the control channel --------------------------------------------------------------------
     def _before_first_step(self, opt: Any, _args: Any, _kwargs: Any) -> None:
@@ -151,16 +198,15 @@ class RepairController:
         if self._current is not None:
             self._verify()
             return
-        repairable = [f for f in m.findings.values()
-                      if f.active and f.severity == Severity.ERROR and f.id in self.order]
+        repairable = [f for f in m.findings.values() if f.active and f.id in self.order]
         todo = [f for f in repairable if f.id not in self._given_up]
         if todo:
-            rank = {k: i for i, k in enumerate(_remedies.PRIORITY)}
+            rank = {k: i for i, k in enumerate(_order.PRIORITY)}
             finding = min(todo, key=lambda f: rank.get(f.id, len(rank)))
             self._attempt(finding, [f.id for f in repairable])
         elif not repairable:
             self._remove_first_hook()
-            self._take()
+            self._healthy_point()
 
     def _attempt(self, finding: Any, targets: list[str]) -> None:
         m = self.monitor
@@ -172,52 +218,122 @@ class RepairController:
                           f"{n} remedies tried, none verified")
             return
         self._tried[finding.id] = n + 1
-        remedy = _remedies.make(order[n])
+        remedy = _order.make(order[n])
+        back = remedy.rollback
         record = {"finding": finding.id, "remedy": remedy.id, "description": remedy.description,
-                  "cost": remedy.cost, "step": m.step, "rolled_back_to_step": snap.step,
+                  "cost": remedy.cost, "step": m.step,
+                  "rolled_back_to_step": snap.step if back else None,
                   "outcome": "unverified", "loss_before": snap.loss, "loss_after": None}
         self.attempts.append(record)
+        # the unrepaired run after the snapshot: its loss at the same distance is the bar
+        s = m.run.loss_steps[:, 0]
+        unrepaired = m.run.loss_steps[s > snap.step].copy() if back else None
+        if unrepaired is not None:
+            unrepaired[:, 0] -= snap.step
+        scored = [e.get("val_loss") for e in m.validation.epochs if e.get("val_loss") is not None]
         self._current = {"finding": finding.id, "remedy": remedy, "record": record, "snap": snap,
-                         "start_step": m.step, "start_tick": self._ticks, "targets": list(targets)}
-        self._restore(snap)
+                         "start_step": m.step, "start_tick": self._ticks, "targets": list(targets),
+                         "unrepaired": unrepaired, "epochs": None,
+                         "best_val": min(scored) if scored else None}
+        if back:
+            self._restore(snap)
+        self._current["epochs"] = len(m.validation.epochs)
         for fid in targets:                # pending: a detector that fires again re-activates it
             f = m.findings[fid]
             f.status, f.resolved_step = "resolved", m.step
-        _say(f"{finding.id} at step {m.step}: rolled back to step {snap.step}, trying "
-             f"{remedy.id} ({remedy.description}), attempt {n + 1}/{len(order)}")
-        remedy.apply(self._context())
+        where = f"rolled back to step {snap.step}" if back else "no rollback"
+        _say(f"{finding.id} at step {m.step}: {where}, trying {remedy.id} ({remedy.description}), "
+             f"attempt {n + 1}/{len(order)}")
+        remedy.apply(self._context(finding))
+        record["description"] = remedy.description
 
     def _verify(self) -> None:
         m = self.monitor
         cur = self._current
-        snap, record = cur["snap"], cur["record"]
-        back = [fid for fid in cur["targets"] if m.findings[fid].active]
-        back += [f.id for f in m.findings.values() if f.active and f.severity == Severity.ERROR
-                 and f.id in self.order and f.id not in cur["targets"]]
-        loss = self._loss()
-        record["loss_after"] = loss
-        bar = snap.loss if snap.loss is not None else _finite(m.run.initial_loss())
-        record["loss_before"] = bar      # a snapshot before any loss: the rolled-back run's first
+        snap, record, remedy = cur["snap"], cur["record"], cur["remedy"]
+        back = [f.id for f in m.findings.values() if f.active and (
+            f.id in cur["targets"] or (f.id in self.order and f.severity == Severity.ERROR))]
+        if remedy.verify == "val":
+            back = [fid for fid in back if fid != "overfitting"]   # judged on new epochs below
         if back:
             self._fail(f"{', '.join(back)} came back")
+            return
+        if remedy.verify == "val":
+            self._verify_val(cur)
             return
         if (self._ticks - cur["start_tick"] < self.window_ticks
                 and m.step - cur["start_step"] < self.window_steps):
             return
-        if loss is None or bar is None or not loss < bar:
-            self._fail(f"the loss {_g(loss)} did not get below {_g(bar)} (at the snapshot)")
+        loss, reached = self._recent_loss(cur["start_step"])
+        record["loss_after"] = loss
+        if remedy.verify == "loss":
+            bar = snap.loss if snap.loss is not None else _finite(m.run.initial_loss())
+            record["loss_before"] = bar   # a snapshot before any loss: the rolled-back run's first
+            ref = self._unrepaired_loss(cur["unrepaired"], reached)
+            record["loss_unrepaired"] = ref
+            if loss is None or not math.isfinite(loss) or (bar is not None and not loss < bar):
+                self._fail(f"the loss {_g(loss)} did not get below {_g(bar)} (at the snapshot)")
+                return
+            if ref is not None and not loss < ref:
+                self._fail(f"the loss {_g(loss)} is not below the unrepaired run's {_g(ref)} "
+                           f"{reached} steps after the snapshot")
+                return
+        self._keep(cur, "the finding did not come back" + (
+            f" and the loss went from {_g(record['loss_before'])} to {_g(loss)}"
+            if remedy.verify == "loss" else ""))
+
+    def _verify_val(self, cur: dict[str, Any]) -> None:
+        """Overfitting remedies: the next VAL_EPOCHS validation epochs must reach a validation
+        loss at or below the best before the attempt."""
+        new = [e.get("val_loss") for e in self.monitor.validation.epochs[cur["epochs"]:]]
+        new = [v for v in new if v is not None]
+        if len(new) < VAL_EPOCHS:
             return
+        best, bar = min(new), cur["best_val"]
+        cur["record"]["val_loss_before"], cur["record"]["val_loss_after"] = bar, best
+        if bar is not None and not best <= bar:
+            self._fail(f"the validation loss {_g(best)} did not get back to its best {_g(bar)}")
+            return
+        self._keep(cur, f"the validation loss reached {_g(best)} (best before: {_g(bar)})")
+
+    @staticmethod
+    def _unrepaired_loss(curve: np.ndarray | None, reached: int) -> float | None:
+        """The unrepaired run's loss ``reached`` steps after the snapshot (median of up to 25
+        steps up to there; its last ones when it did not get that far; NaN/Inf as +inf)."""
+        if curve is None or not len(curve):
+            return None
+        upto = curve[curve[:, 0] <= reached]
+        v = (upto if len(upto) else curve)[-25:, 1]
+        return float(np.median(np.where(np.isfinite(v), v, np.inf)))
+
+    def _keep(self, cur: dict[str, Any], evidence: str) -> None:
+        m = self.monitor
+        record = cur["record"]
         record["outcome"] = "kept"
         self.kept.append(cur["remedy"])
         for fid in cur["targets"]:
             f = m.findings[fid]
             f.status, f.resolved_step = "resolved", m.step
         self._current = None
-        _say(f"{cur['finding']}: {record['remedy']} kept (verified at step {m.step}: the finding "
-             f"did not come back and the loss went from {_g(bar)} to {_g(loss)})")
+        _say(f"{cur['finding']}: {record['remedy']} kept (verified at step {m.step}: {evidence})")
         # Older snapshots hold the settings before the remedy: start the ring afresh here.
         self.ring = SnapshotRing(self.ring.capacity)
-        self._take()
+        self._snapped_epochs = -1
+        self._healthy_point()
+
+    def finish(self) -> None:
+        """The run ended: an attempt still being verified stays applied, marked as such; loss
+        transforms are taken out (they belong to this run's loss calls)."""
+        from trainmedic.repair.loss_remedies import _LossTransform
+        cur, self._current = self._current, None
+        if cur is not None:
+            cur["record"]["outcome"] = "unverified"
+            cur["record"]["reason"] = "the run ended before the verification window did"
+            self.kept.append(cur["remedy"])
+        self._remove_first_hook()
+        for r in self.kept:
+            if isinstance(r, _LossTransform):
+                r.undo(None)
 
     def _fail(self, why: str) -> None:
         m = self.monitor

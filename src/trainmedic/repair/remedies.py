@@ -1,13 +1,17 @@
-"""Remedies: changes the repair loop can make to a running training, and undo.
+"""Remedies on the optimizer: changes the repair loop can make to a running training, and undo.
 
-Each remedy acts on a :class:`RepairContext` (the monitor, the primary optimizer, the LR
-schedulers) and keeps what it needs to undo itself. The order in which remedies are tried per
-finding is the table ``ORDER`` below (data, in one place), following the troubleshooting guide:
-the most likely and cheapest first.
+Each remedy acts on a :class:`RepairContext` (the monitor, the primary optimizer, its LR
+schedulers, the watched models) and keeps what it needs to undo itself. ``verify`` says how an
+attempt is judged: ``"loss"`` (the finding stays away and the training loss ends below both the
+loss at the snapshot and the unrepaired run's loss at the same point), ``"finding"`` (the
+finding stays away; for remedies that do not aim at the training loss) or ``"val"`` (the
+validation loss, for overfitting). Which remedies are tried for which finding, in what order,
+is the data in :mod:`trainmedic.repair.order`.
 """
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,15 +23,21 @@ class RepairContext:
     monitor: Any
     optimizer: torch.optim.Optimizer            # the primary (the one the run is clocked by)
     schedulers: list[Any] = field(default_factory=list)
+    finding: Any = None                         # the finding being answered (its evidence)
+
+    @property
+    def models(self) -> list[torch.nn.Module]:
+        return list(self.monitor.models)
 
 
 class Remedy:
     """One change: ``apply(ctx)`` makes it, ``undo(ctx)`` restores the user's setting."""
 
     id: str = ""
-    answers: tuple[str, ...] = ()
-    cost: str = "cheap"                          # cheap | moderate
+    cost: str = "cheap"                          # cheap | moderate (adds work to every step)
     description: str = ""
+    verify: str = "loss"                         # loss | finding | val
+    rollback: bool = True                        # go back to a snapshot before applying
 
     def apply(self, ctx: RepairContext) -> None:
         raise NotImplementedError
@@ -41,19 +51,30 @@ class Remedy:
 
 class ScaleLearningRate(Remedy):
     """Multiply the learning rate of every param group of the primary optimizer (and the LR
-    schedulers' base LRs, so a schedule keeps its shape) by ``factor``."""
+    schedulers' base LRs, so a schedule keeps its shape) by ``factor``. Without a factor, the
+    one that brings the finding's peak update ratio (``update_ratio_peak``) to 1e-2 (the top of
+    the healthy range: a remedy that overshoots is caught as a learning rate too high),
+    within [3, 1000] and rounded to one significant digit."""
 
     cost = "cheap"
-    answers = ("learning_rate_too_high", "loss_diverging", "nonfinite_loss", "nonfinite_gradient",
-               "exploding_gradient", "loss_oscillating")
+    HEALTHY_UPDATE_RATIO = 1e-2
 
-    def __init__(self, factor: float = 0.1) -> None:
+    def __init__(self, factor: float | None = 0.1) -> None:
         self.factor = factor
-        self.id = f"lr_scale_{factor:g}"
-        self.description = f"learning rate x{factor:g} (all param groups and the schedulers' base LRs)"
+        self.id = f"lr_scale_{factor:g}" if factor is not None else "lr_to_healthy_updates"
+        self.description = (f"learning rate x{factor:g} (all param groups and the schedulers' base LRs)"
+                            if factor is not None else
+                            "learning rate scaled so weights change by about 1e-2 of their norm per step")
         self._saved: tuple[list[dict], list[list[float]]] | None = None
 
     def apply(self, ctx: RepairContext) -> None:
+        if self.factor is None:
+            peak = (ctx.finding.evidence if ctx.finding is not None else {}).get("update_ratio_peak")
+            if not peak or not peak > 0:
+                raise RuntimeError("the finding gives no update ratio to scale the learning rate by")
+            f = min(max(self.HEALTHY_UPDATE_RATIO / peak, 3.0), 1000.0)
+            self.factor = float(f"{f:.0e}")
+            self.description = f"learning rate x{self.factor:g} (brings the update ratio to about 1e-2)"
         groups = [{k: g[k] for k in ("lr", "initial_lr") if k in g} for g in ctx.optimizer.param_groups]
         bases = [list(s.base_lrs) for s in ctx.schedulers]
         self._saved = (groups, bases)
@@ -101,13 +122,21 @@ class _HookRemedy(Remedy):
         self._handle = None
 
 
+def _first_pre_hook(opt: torch.optim.Optimizer, fn: Any) -> Any:
+    """Register ``fn`` as a step pre-hook that runs before the ones already there (the
+    monitor's, the user's), so they see the clipped gradients and the warmed-up LR."""
+    handle = opt.register_step_pre_hook(fn)
+    hooks = getattr(opt, "_optimizer_step_pre_hooks", None)
+    if hooks is not None and handle.id in hooks:
+        hooks.move_to_end(handle.id, last=False)
+    return handle
+
+
 class ClipGradNorm(_HookRemedy):
     """Clip the gradient norm of the primary optimizer's parameters to ``max_norm`` before each
     step (an optimizer step pre-hook)."""
 
     cost = "cheap"
-    answers = ("exploding_gradient", "learning_rate_too_high", "loss_diverging", "nonfinite_loss",
-               "nonfinite_gradient")
 
     def __init__(self, max_norm: float = 1.0) -> None:
         super().__init__()
@@ -125,11 +154,7 @@ class ClipGradNorm(_HookRemedy):
             if params:
                 torch.nn.utils.clip_grad_norm_(params, max_norm)
         self.enabled = True
-        self._handle = ctx.optimizer.register_step_pre_hook(clip)
-        # run first, so the monitor's own pre-hook measures the clipped gradients
-        hooks = getattr(ctx.optimizer, "_optimizer_step_pre_hooks", None)
-        if hooks is not None and self._handle.id in hooks:
-            hooks.move_to_end(self._handle.id, last=False)
+        self._handle = _first_pre_hook(ctx.optimizer, clip)
 
 
 class ZeroGradEachStep(_HookRemedy):
@@ -138,7 +163,6 @@ class ZeroGradEachStep(_HookRemedy):
 
     id = "zero_grad_each_step"
     cost = "cheap"
-    answers = ("grads_not_cleared",)
     description = "clear the gradients after every optimizer step (zero_grad(set_to_none=True))"
     post = True
 
@@ -157,7 +181,6 @@ class AddMissingParams(Remedy):
 
     id = "add_missing_params"
     cost = "cheap"
-    answers = ("params_not_in_optimizer",)
     description = "add the parameters that get gradients but are in no optimizer (add_param_group)"
 
     def __init__(self) -> None:
@@ -165,9 +188,13 @@ class AddMissingParams(Remedy):
 
     def apply(self, ctx: RepairContext) -> None:
         table, run = ctx.monitor.table, ctx.monitor.run
-        owned = {id(p) for o in table.optimizers for g in o.param_groups for p in g["params"]}
+        owned = {id(p) for o in [*table.optimizers, ctx.optimizer] for g in o.param_groups
+                 for p in g["params"]}
         params = [table.params[i] for i in sorted(run.unowned_with_grad)
                   if i < len(table.params) and id(table.params[i]) not in owned]
+        if not params and not run.unowned_with_grad:     # before the first tick: from the grads
+            params = [p for m in ctx.models for p in m.parameters()
+                      if p.grad is not None and id(p) not in owned]
         if not params:
             raise RuntimeError("no parameter is missing from the optimizers")
         ctx.optimizer.add_param_group({"params": params})
@@ -188,7 +215,6 @@ class ScaleWeightDecay(Remedy):
     """Multiply every param group's weight decay by ``factor``."""
 
     cost = "cheap"
-    answers = ("regularization_dominates",)
 
     def __init__(self, factor: float = 0.1) -> None:
         self.factor = factor
@@ -214,34 +240,131 @@ class ScaleWeightDecay(Remedy):
         self._saved = None
 
 
-# Remedies by id: factories, so every attempt gets a fresh object.
-REMEDIES = {
-    "lr_scale_0.1": lambda: ScaleLearningRate(0.1),
-    "clip_grad_norm": lambda: ClipGradNorm(1.0),
-    "zero_grad_each_step": ZeroGradEachStep,
-    "add_missing_params": AddMissingParams,
-    "weight_decay_0.1": lambda: ScaleWeightDecay(0.1),
-}
+class Warmup(_HookRemedy):
+    """Linear learning-rate warmup over ``steps`` optimizer steps: a pre-hook scales every
+    group's LR by ``(k + 1) / steps`` for the step and a post-hook puts it back, so the user's
+    scheduler keeps setting (and reading) its own values."""
 
-# The order of remedies per finding (most likely and cheapest first, after the troubleshooting
-# guide). Findings not listed here (data leakage, label problems, ...) are never repaired in place.
-ORDER: dict[str, list[str]] = {
-    "learning_rate_too_high": ["lr_scale_0.1", "clip_grad_norm"],
-    "loss_diverging": ["lr_scale_0.1", "clip_grad_norm"],
-    "nonfinite_loss": ["lr_scale_0.1", "clip_grad_norm"],
-    "nonfinite_gradient": ["clip_grad_norm", "lr_scale_0.1"],
-    "exploding_gradient": ["clip_grad_norm", "lr_scale_0.1"],
-    "grads_not_cleared": ["zero_grad_each_step"],
-    "params_not_in_optimizer": ["add_missing_params"],
-    "regularization_dominates": ["weight_decay_0.1"],
-}
+    cost = "cheap"
 
-# When several repairable findings are active at once, the one answered first (a cause before
-# its symptoms: uncleared gradients make the loss diverge, not the other way round).
-PRIORITY = ["grads_not_cleared", "params_not_in_optimizer", "regularization_dominates",
-            "learning_rate_too_high", "exploding_gradient", "nonfinite_gradient", "nonfinite_loss",
-            "loss_diverging"]
+    def __init__(self, steps: int = 200) -> None:
+        super().__init__()
+        self.steps = steps
+        self.id = "warmup"
+        self.description = f"linear learning-rate warmup over the first {steps} steps"
+        self._post_handle = None
+
+    def apply(self, ctx: RepairContext) -> None:
+        state = {"k": 0, "saved": None}
+
+        def before(opt, _args, _kwargs):
+            if not self.enabled or state["k"] >= self.steps:
+                return
+            f = (state["k"] + 1) / self.steps
+            state["saved"] = [g["lr"] for g in opt.param_groups]
+            for g in opt.param_groups:
+                g["lr"] = _scaled(g["lr"], f)
+
+        def after(opt, _args, _kwargs):
+            if state["saved"] is not None:
+                for g, lr in zip(opt.param_groups, state["saved"]):
+                    g["lr"] = lr
+                state["saved"] = None
+            state["k"] += 1
+
+        self.enabled = True
+        self._handle = _first_pre_hook(ctx.optimizer, before)
+        self._post_handle = ctx.optimizer.register_step_post_hook(after)
+
+    def undo(self, ctx: RepairContext) -> None:
+        super().undo(ctx)                    # the post-hook stays as a no-op (see _HookRemedy)
+        self._post_handle = None
 
 
-def make(remedy_id: str) -> Remedy:
-    return REMEDIES[remedy_id]()
+class SgdToAdam(Remedy):
+    """Turn the primary SGD optimizer into Adam (lr 1e-3) in place: the same object, the same
+    parameters and param groups, the user's hooks kept; its state (momentum) starts afresh."""
+
+    id = "sgd_to_adam"
+    cost = "cheap"
+    description = "switch SGD to Adam (lr 1e-3), keeping the same parameters"
+
+    def __init__(self, lr: float = 1e-3) -> None:
+        self.lr = lr
+        self._saved: tuple[type, dict, list[dict], list[list[float]]] | None = None
+
+    def apply(self, ctx: RepairContext) -> None:
+        opt = ctx.optimizer
+        if not isinstance(opt, torch.optim.SGD):
+            raise RuntimeError(f"the optimizer is {type(opt).__name__}, not SGD")
+        keep = {"_optimizer_step_pre_hooks", "_optimizer_step_post_hooks",
+                "_optimizer_state_dict_pre_hooks", "_optimizer_state_dict_post_hooks",
+                "_optimizer_load_state_dict_pre_hooks", "_optimizer_load_state_dict_post_hooks"}
+        self._saved = (type(opt), dict(opt.__dict__), [dict(g) for g in opt.param_groups],
+                       [list(s.base_lrs) for s in ctx.schedulers])
+        groups = [{"params": g["params"], "lr": self.lr,
+                   "weight_decay": g.get("weight_decay", 0.0)} for g in opt.param_groups]
+        fresh = torch.optim.Adam(groups)
+        for k, v in fresh.__dict__.items():
+            if k not in keep:
+                opt.__dict__[k] = v
+        opt.__class__ = torch.optim.Adam
+        for s in ctx.schedulers:
+            s.base_lrs = [self.lr] * len(s.base_lrs)
+
+    def undo(self, ctx: RepairContext) -> None:
+        if self._saved is None:
+            return
+        cls, saved, groups, bases = self._saved
+        opt = ctx.optimizer
+        opt.__class__ = cls
+        hooks = {k: v for k, v in opt.__dict__.items() if k.startswith("_optimizer_") and k.endswith("hooks")}
+        opt.__dict__.clear()
+        opt.__dict__.update(saved)
+        opt.__dict__.update(hooks)
+        for g, old in zip(opt.param_groups, groups):
+            g.clear()
+            g.update(old)
+        opt.state = collections.defaultdict(dict)
+        for s, b in zip(ctx.schedulers, bases):
+            s.base_lrs = b
+        self._saved = None
+
+
+class RaiseWeightDecay(ScaleWeightDecay):
+    """More weight decay against overfitting: x10, or 5e-4 where a group has none."""
+
+    verify = "val"
+    rollback = False
+
+    def __init__(self) -> None:
+        super().__init__(10.0)
+        self.id = "weight_decay_up"
+        self.description = "weight decay x10 (5e-4 where there was none)"
+
+    def apply(self, ctx: RepairContext) -> None:
+        groups = ctx.optimizer.param_groups
+        self._saved = [g.get("weight_decay") for g in groups]
+        for g in groups:
+            wd = float(g.get("weight_decay") or 0.0)
+            g["weight_decay"] = wd * self.factor if wd > 0 else 5e-4
+
+
+class EarlyStopping(Remedy):
+    """Stop learning at the best validation point: go back to the snapshot (taken at the best
+    validation loss) and set every learning rate to 0 from there on (the user's loop runs on,
+    the weights no longer change)."""
+
+    id = "early_stopping"
+    cost = "cheap"
+    description = "early stopping: back to the best validation point, no further updates"
+    verify = "finding"
+
+    def __init__(self) -> None:
+        self._scale = ScaleLearningRate(0.0)
+
+    def apply(self, ctx: RepairContext) -> None:
+        self._scale.apply(ctx)
+
+    def undo(self, ctx: RepairContext) -> None:
+        self._scale.undo(ctx)

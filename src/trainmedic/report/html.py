@@ -24,7 +24,8 @@ def render_html(report: Report, ticks: list[dict[str, Any]]) -> str:
     metrics = run.get("metrics") or {}
     worst = (run.get("worst_mistakes") or {}).get("lowest_true_class_probability")
     sections = [(t, u) for t, u in [
-        ("Loss", plots.loss_curve(ticks, epochs)),
+        ("Loss (dashed: a rollback and the remedy tried there)" if run.get("repairs") else "Loss",
+         plots.loss_curve(ticks, epochs, run.get("repairs") or [])),
         ("Accuracy per epoch", plots.metric_curve(epochs)),
         ("Learning rate", plots.lr_curve(ticks)),
         ("Gradient norm per layer", plots.grad_heatmap(ticks)),

@@ -44,7 +44,7 @@ def _thin(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x[::step], y[::step]
 
 
-def loss_curve(ticks: list[dict], epochs: list[dict]) -> str | None:
+def loss_curve(ticks: list[dict], epochs: list[dict], repairs: list[dict] = ()) -> str | None:
     steps, losses = [], []
     for t in ticks:
         for i, v in enumerate(t.get("losses") or []):
@@ -67,6 +67,11 @@ def loss_curve(ticks: list[dict], epochs: list[dict]) -> str | None:
         ax.plot(*zip(*val), "o-", ms=3, label="validation (per epoch)")
     if losses and max(losses) > 50 * max(min(losses), 1e-12):
         ax.set_yscale("log")
+    for r in repairs:                  # a rollback: the curve after it is the repaired run's
+        color = {"kept": "tab:green", "failed": "tab:red"}.get(r.get("outcome"), "tab:gray")
+        ax.axvline(r["step"], color=color, lw=1, ls="--")
+        ax.annotate(f"{r['remedy']} ({r.get('outcome')})", (r["step"], 1), xycoords=("data", "axes fraction"),
+                    rotation=90, va="top", ha="right", fontsize=7, color=color)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.legend(fontsize=8)

@@ -50,6 +50,17 @@ def format_report(report: Report, width: int = 100) -> str:
         lines.append("  resolved during the run:")
         for f in resolved:
             lines.append(f"  {_MARK[f.severity.value]:<7} {f.id:<26} step {f.step} -> {f.resolved_step}  {f.title}")
+    if run.get("repairs"):
+        lines.append("  repairs (rolled back and verified in place):")
+        for r in run["repairs"]:
+            back = (f"step {r['step']} -> back to {r['rolled_back_to_step']}"
+                    if r.get("rolled_back_to_step") is not None else f"step {r['step']}")
+            lines.append(f"  {r['outcome']:<10} {r['remedy']:<24} for {r['finding']:<24} {back}"
+                         + (f"  ({r['reason']})" if r.get("reason") else ""))
+    for g in run.get("repairs_given_up") or []:
+        lines.append(f"  not repaired: {g['finding']} ({g['reason']}); the run went on with your settings")
+    if run.get("applied_from_start"):
+        lines.append("  applied from the first step: " + ", ".join(a["remedy"] for a in run["applied_from_start"]))
     if run.get("disabled"):
         lines.append("  trainmedic disabled after internal errors: " + ", ".join(run["disabled"]))
     return "\n".join(lines)

@@ -1,0 +1,270 @@
+"""``trainmedic fix``: find the remedy that repairs a training script and prove it.
+
+1. The script runs once, watched (the baseline): its findings and its final validation metric.
+2. The first repairable finding (``order.PRIORITY``) gives the candidates (``order.ORDER``).
+   Each candidate re-runs the script from the start with the remedy in place from step 0: as a
+   patched copy of the script when the setting is a literal there (``patches.patch_for``), else
+   with the remedy applied at the first optimizer step (``trainmedic run --apply``). A candidate
+   is stopped as soon as the finding it answers comes back (``--stop-on``), so a failing
+   candidate costs a fraction of a run.
+3. A candidate is verified when it ran to the end, the finding stayed away and the final metric
+   beats the baseline's. The first verified candidate wins (``all_candidates`` tries them all);
+   the user's files are never edited: the winner's change is shown as a unified diff.
+
+Every run is a ``trainmedic run`` child process in its own run directory under ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from trainmedic.repair import order as _order
+from trainmedic.repair.remedies import ScaleLearningRate
+
+PATCH_NAMES = {"loss_gets_logits": "remove_softmax_before_loss"}   # remedy -> its literal edit
+MINIMIZE_WORDS = ("loss", "error", "mse", "mae", "rmse", "perplexity")
+NOT_FROM_START = {"early_stopping"}       # needs a best point to go back to: in-run only
+CATASTROPHES = ("nonfinite_loss", "loss_diverging")
+
+
+@dataclass
+class Candidate:
+    remedy: str
+    finding: str
+    route: str                              # "patch" (a patched copy) | "runtime" (--apply)
+    summary: str = ""
+    status: str = "not run"                 # verified | worse | came back | stopped | crashed
+    metric: float | None = None
+    seconds: float = 0.0
+    steps: int = 0
+    stopped_by: str | None = None
+    run_dir: str = ""
+    diff: str | None = None
+
+
+@dataclass
+class FixResult:
+    script: str
+    metric_name: str | None
+    maximize: bool
+    baseline: dict[str, Any]
+    candidates: list[Candidate] = field(default_factory=list)
+    winner: Candidate | None = None
+    out_dir: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["winner"] = self.winner.remedy if self.winner else None
+        return out
+
+
+def run_fix(script: str, args: list[str] | tuple[str, ...] = (), *, metric: str | None = None,
+            out_dir: str | None = None, all_candidates: bool = False, max_candidates: int = 6,
+            every: int = 25, timeout: float | None = None,
+            echo: Callable[[str], None] = print) -> FixResult:
+    """Diagnose ``script``, try the remedies of its first repairable finding from step 0 and
+    return what was found (see the module docstring)."""
+    if not os.path.isfile(script):
+        raise FileNotFoundError(f"script={script!r} does not exist or is not a file")
+    if not isinstance(max_candidates, int) or max_candidates < 1:
+        raise ValueError(f"max_candidates={max_candidates!r}: expected an int >= 1")
+    name = os.path.splitext(os.path.basename(script))[0]
+    out_dir = out_dir or os.path.join("trainmedic-runs", time.strftime("%Y%m%d-%H%M%S") + f"-fix-{name}")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(script, encoding="utf-8") as fh:
+        source = fh.read()
+
+    echo(f"trainmedic fix: running {script} as it is (the baseline)")
+    base = _child(script, args, os.path.join(out_dir, "baseline"), [], every, timeout)
+    report = base["report"]
+    if report is None:
+        raise RuntimeError(f"the baseline run wrote no report; see {base['run_dir']}/output.txt")
+    metric_name, maximize = _choose_metric(report, metric)
+    base_metric = _metric(report, metric_name)
+    found = {f["id"]: f for f in report["findings"]}
+    result = FixResult(script=script, metric_name=metric_name, maximize=maximize, out_dir=out_dir,
+                       baseline={"metric": base_metric, "seconds": base["seconds"],
+                                 "status": report["run"]["status"], "steps": report["run"].get("steps"),
+                                 "findings": sorted(found)})
+    echo(f"  baseline: {_fmt(base_metric)} {metric_name or ''}, findings: {', '.join(sorted(found)) or 'none'}"
+         f" ({base['seconds']:.1f} s)")
+    targets = sorted((f for f in found if f in _order.ORDER),
+                     key=lambda f: _order.PRIORITY.index(f) if f in _order.PRIORITY else 99)
+    if not targets:
+        echo("  no repairable finding: nothing to fix")
+        _save(result)
+        return result
+
+    from trainmedic.repair.patches import patch_for
+    info = {"optimizer_class": (report["run"].get("optimizers") or [None])[0],
+            "missing": found.get("params_not_in_optimizer", {}).get("evidence", {}).get("parameters")}
+    for target in targets:
+        for remedy in _candidates(target, found[target]):
+            if len(result.candidates) >= max_candidates:
+                break
+            patch = patch_for(PATCH_NAMES.get(remedy, remedy), source, info)
+            cand = Candidate(remedy=remedy, finding=target, route="patch" if patch else "runtime",
+                             summary=patch.summary if patch else _order.make(remedy).description)
+            result.candidates.append(cand)
+            cand.run_dir = os.path.join(out_dir, f"{len(result.candidates):02d}-{remedy}")
+            extra = ["--stop-on", target] + [x for c in CATASTROPHES if c != target for x in ("--stop-on", c)]
+            if patch is not None:
+                os.makedirs(cand.run_dir, exist_ok=True)
+                patched = os.path.join(cand.run_dir, os.path.basename(script))
+                with open(patched, "w", encoding="utf-8") as fh:
+                    fh.write(patch.source)
+                extra += ["--source", patched]
+                cand.diff = patch.diff(source, script)
+            else:
+                extra += ["--apply", remedy]
+            echo(f"  trying {remedy} for {target} ({cand.summary})")
+            run = _child(script, args, cand.run_dir, extra, every, timeout)
+            _judge(cand, run, target, metric_name, maximize, base_metric)
+            echo(f"    {cand.status}: {_fmt(cand.metric)} {metric_name or ''} ({cand.seconds:.1f} s)")
+            if cand.status == "verified":
+                result.winner = result.winner or cand
+                if not all_candidates:
+                    break
+        if result.winner is not None and not all_candidates:
+            break
+    _save(result)
+    return result
+
+
+def _candidates(target: str, finding: dict[str, Any]) -> list[str]:
+    out = []
+    for remedy in _order.ORDER[target]:
+        if remedy in NOT_FROM_START:
+            continue
+        if remedy == "lr_to_healthy_updates":        # a concrete factor, so the patch can say it
+            peak = finding.get("evidence", {}).get("update_ratio_peak")
+            if not peak:
+                continue
+            f = min(max(ScaleLearningRate.HEALTHY_UPDATE_RATIO / peak, 3.0), 1000.0)
+            remedy = f"lr_scale_{float(f'{f:.0e}'):g}"
+        out.append(remedy)
+    return out
+
+
+def _child(script: str, args: Any, run_dir: str, extra: list[str], every: int,
+           timeout: float | None) -> dict[str, Any]:
+    """One ``trainmedic run`` child process; its report (or None), wall time and exit code."""
+    os.makedirs(run_dir, exist_ok=True)
+    cmd = [sys.executable, "-m", "trainmedic.cli", "run", "--no-live", "--every", str(every),
+           "--run-dir", run_dir, *extra, script, *args]
+    started = time.perf_counter()
+    with open(os.path.join(run_dir, "output.txt"), "w", encoding="utf-8") as log:
+        try:
+            code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            code = None
+    seconds = time.perf_counter() - started
+    path = os.path.join(run_dir, "report.json")
+    report = None
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as fh:
+            report = json.load(fh)
+    return {"report": report, "seconds": seconds, "code": code, "run_dir": run_dir}
+
+
+def _judge(cand: Candidate, run: dict[str, Any], target: str, metric_name: str | None,
+           maximize: bool, base_metric: float | None) -> None:
+    cand.seconds = run["seconds"]
+    report = run["report"]
+    if report is None or run["code"] not in (0,):
+        cand.status = "crashed" if run["code"] is not None else "timed out"
+        if report is not None:
+            cand.steps = report["run"].get("steps") or 0
+        return
+    rinfo = report["run"]
+    cand.steps = rinfo.get("steps") or 0
+    if rinfo.get("status") == "stopped":
+        cand.status, cand.stopped_by = "stopped", rinfo.get("stopped_by")
+        return
+    if rinfo.get("repair_disabled"):
+        cand.status = "crashed"
+        return
+    cand.metric = _metric(report, metric_name)
+    active = {f["id"] for f in report["findings"] if f.get("status", "active") == "active"}
+    if target in active:
+        cand.status = "came back"
+    elif base_metric is not None and (cand.metric is None or not _better(cand.metric, base_metric, maximize)):
+        cand.status = "worse"
+    else:
+        cand.status = "verified"
+
+
+def _choose_metric(report: dict[str, Any], name: str | None) -> tuple[str | None, bool]:
+    epochs = report["run"].get("epochs") or []
+    last = epochs[-1] if epochs else {}
+    if name is not None:
+        key = name if (name in last or name in (report["run"].get("metrics") or {})) else f"val_{name}"
+        if key not in last and key not in (report["run"].get("metrics") or {}):
+            known = sorted(k for k in last if k.startswith("val_")) + sorted(
+                k for k, v in (report["run"].get("metrics") or {}).items() if isinstance(v, (int, float)))
+            raise ValueError(f"metric={name!r} was not produced by the run; expected one of {known}")
+        return key, not any(w in key for w in MINIMIZE_WORDS)
+    for key in ("val_acc", "val_loss"):
+        if last.get(key) is not None:
+            return key, key == "val_acc"
+    return None, True
+
+
+def _metric(report: dict[str, Any], name: str | None) -> float | None:
+    if name is None:
+        return None
+    epochs = report["run"].get("epochs") or []
+    v = epochs[-1].get(name) if epochs else None
+    if v is None:
+        v = (report["run"].get("metrics") or {}).get(name)
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+def _better(a: float, b: float, maximize: bool) -> bool:
+    if not math.isfinite(a):
+        return False
+    if not math.isfinite(b):
+        return True
+    return a > b if maximize else a < b
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4g}"
+
+
+def _save(result: FixResult) -> None:
+    with open(os.path.join(result.out_dir, "fix.json"), "w", encoding="utf-8") as fh:
+        json.dump(result.to_dict(), fh, indent=1, default=str)
+
+
+def format_table(result: FixResult) -> str:
+    """The candidates as a text table, then the verdict."""
+    base = result.baseline
+    name = result.metric_name or "metric"
+    rows = [("remedy", "for", "route", "status", name, "cost")]
+    rows.append(("(none: baseline)", "", "", base["status"], _fmt(base["metric"]), "1.00x"))
+    for c in result.candidates:
+        status = c.status + (f" at step {c.steps} ({c.stopped_by})" if c.status == "stopped" else "")
+        rows.append((c.remedy, c.finding, c.route, status, _fmt(c.metric),
+                     f"{c.seconds / max(base['seconds'], 1e-9):.2f}x"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    w = result.winner
+    if w is not None:
+        lines.append(f"\nverified fix: {w.remedy} ({w.summary}) for {w.finding}: {name} "
+                     f"{_fmt(base['metric'])} -> {_fmt(w.metric)}")
+        if w.diff is None:
+            lines.append("no patch: the setting is not a literal in the script; apply the change "
+                         f"in your code, or run with `trainmedic run --apply {w.remedy}`")
+    elif result.candidates:
+        lines.append("\nno candidate was verified; the findings and their fixes are in the baseline "
+                     "report")
+    return "\n".join(lines)

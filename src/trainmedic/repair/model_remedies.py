@@ -1,0 +1,256 @@
+"""Remedies on the model: re-initialisation, activations, dropout, train/eval mode, input
+normalisation. Each keeps what it needs to undo itself (see :mod:`trainmedic.repair.remedies`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from trainmedic.repair.remedies import RepairContext, Remedy
+
+_LAYERS = (torch.nn.Linear, torch.nn.modules.conv._ConvNd)
+_SATURATING = (torch.nn.Tanh, torch.nn.Sigmoid, torch.nn.Hardtanh, torch.nn.Softsign)
+
+
+def _uses_saturating(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, _SATURATING) for m in model.modules()) and not any(
+        isinstance(m, (torch.nn.ReLU, torch.nn.LeakyReLU, torch.nn.GELU, torch.nn.SiLU))
+        for m in model.modules())
+
+
+def _symmetric(weight: torch.Tensor) -> bool:
+    """Every output unit has the same incoming weights (a constant init): no symmetry breaking."""
+    w = weight.detach().reshape(weight.shape[0], -1)
+    return weight.shape[0] > 1 and bool((w - w[:1]).abs().max() <= 1e-6 * (1 + w.abs().max()))
+
+
+class ReinitLayers(Remedy):
+    """Re-initialise the Linear/Conv layers whose units are symmetric (constant weights), or all
+    of them when ``only_symmetric`` is off: He (kaiming-normal, fan-in) for ReLU networks, Xavier
+    for tanh/sigmoid networks; biases to zero. The optimizer's state for those parameters is
+    dropped (their momentum belonged to the old weights)."""
+
+    id = "reinit_layers"
+    cost = "cheap"
+
+    def __init__(self, only_symmetric: bool = True) -> None:
+        self.only_symmetric = only_symmetric
+        self.description = ("re-initialise the symmetric (constant) layers, He or Xavier by activation"
+                            if only_symmetric else "re-initialise every Linear/Conv layer, He or Xavier by activation")
+        self._saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def apply(self, ctx: RepairContext) -> None:
+        self._saved = []
+        for model in ctx.models:
+            xavier = _uses_saturating(model)
+            for m in model.modules():
+                if not isinstance(m, _LAYERS) or not isinstance(getattr(m, "weight", None), torch.Tensor):
+                    continue
+                if self.only_symmetric and not _symmetric(m.weight):
+                    continue
+                with torch.no_grad():
+                    for p in (m.weight, m.bias):
+                        if p is not None:
+                            self._saved.append((p, p.detach().clone()))
+                            for opt in ctx.monitor.table.optimizers:
+                                opt.state.pop(p, None)
+                    if xavier:
+                        torch.nn.init.xavier_uniform_(m.weight)
+                    else:
+                        torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                    if m.bias is not None:
+                        m.bias.zero_()
+        if not self._saved:
+            raise RuntimeError("no symmetric Linear/Conv layer to re-initialise")
+
+    def undo(self, ctx: RepairContext) -> None:
+        with torch.no_grad():
+            for p, old in self._saved:
+                p.copy_(old)
+        self._saved = []
+
+
+class _LeakyMode(TorchFunctionMode):
+    """Inside a watched model's forward: functional ReLU calls become leaky ReLU."""
+
+    RELU = {F.relu, torch.relu, torch.Tensor.relu}
+    RELU_ = {torch.relu_, torch.Tensor.relu_, *([F.relu_] if hasattr(F, "relu_") else [])}
+
+    def __init__(self, slope: float) -> None:
+        super().__init__()
+        self.slope = slope
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.RELU:
+            return F.leaky_relu(args[0], self.slope)
+        if func in self.RELU_:
+            return F.leaky_relu_(args[0], self.slope)
+        return func(*args, **(kwargs or {}))
+
+
+class LeakyRelu(Remedy):
+    """Swap ReLU for leaky ReLU (slope 0.01), so dead units get a gradient again: ``nn.ReLU``
+    modules are replaced in their parents, and functional calls (``F.relu``, ``torch.relu``,
+    ``x.relu()``) inside the watched models' forward go through a torch-function mode."""
+
+    id = "leaky_relu"
+    cost = "moderate"
+    description = "swap ReLU for LeakyReLU(0.01), module and functional calls"
+
+    def __init__(self, slope: float = 0.01) -> None:
+        self.slope = slope
+        self._swapped: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
+        self._hooks: list[Any] = []
+
+    def apply(self, ctx: RepairContext) -> None:
+        for model in ctx.models:
+            for parent in model.modules():
+                for name, child in list(parent.named_children()):
+                    if type(child) is torch.nn.ReLU:
+                        parent._modules[name] = torch.nn.LeakyReLU(self.slope, inplace=child.inplace)
+                        self._swapped.append((parent, name, child))
+            mode: list[_LeakyMode] = []
+
+            def enter(_m, _args, mode=mode):
+                mode.append(_LeakyMode(self.slope))
+                mode[-1].__enter__()
+
+            def leave(_m, _args, _out, mode=mode):
+                if mode:
+                    mode.pop().__exit__(None, None, None)
+
+            # the mode goes under trainmedic's own sampling mode: entered first, left last
+            self._hooks += [model.register_forward_pre_hook(enter, prepend=True),
+                            model.register_forward_hook(leave, always_call=True)]
+
+    def undo(self, ctx: RepairContext) -> None:
+        for h in self._hooks:
+            h.remove()
+        for parent, name, child in self._swapped:
+            parent._modules[name] = child
+        self._hooks, self._swapped = [], []
+
+
+class RaiseDropout(Remedy):
+    """More dropout against overfitting: every dropout layer's p to at least ``p``."""
+
+    id = "dropout_up"
+    cost = "cheap"
+    verify = "val"
+    rollback = False
+
+    def __init__(self, p: float = 0.3) -> None:
+        self.p = p
+        self.description = f"raise every dropout layer's p to at least {p:g}"
+        self._saved: list[tuple[torch.nn.Module, float]] = []
+
+    def apply(self, ctx: RepairContext) -> None:
+        for model in ctx.models:
+            for m in model.modules():
+                if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p < self.p:
+                    self._saved.append((m, m.p))
+                    m.p = self.p
+        if not self._saved:
+            raise RuntimeError("the model has no dropout layer below p=%g" % self.p)
+
+    def undo(self, ctx: RepairContext) -> None:
+        for m, p in self._saved:
+            m.p = p
+        self._saved = []
+
+
+class _ModeSwitch(Remedy):
+    """A forward pre-hook on each watched model that puts it in the right mode for the pass:
+    evaluation (no gradients) or training (gradients on)."""
+
+    cost = "cheap"
+    verify = "finding"
+    rollback = False
+
+    def __init__(self) -> None:
+        self._hooks: list[Any] = []
+
+    def _pre(self, model: torch.nn.Module, _args: Any) -> None:
+        raise NotImplementedError
+
+    def apply(self, ctx: RepairContext) -> None:
+        self._hooks = [m.register_forward_pre_hook(self._pre) for m in ctx.models]
+
+    def undo(self, ctx: RepairContext) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+
+class EvalModeForEvaluation(_ModeSwitch):
+    """Evaluation forwards (no gradients) run in eval mode; the next forward with gradients puts
+    the model back in training mode."""
+
+    id = "eval_mode_for_evaluation"
+    description = "model.eval() for evaluation forwards, model.train() again for training"
+
+    def _pre(self, model: torch.nn.Module, _args: Any) -> None:
+        grad = torch.is_grad_enabled()
+        if model.training != grad:
+            model.train(grad)
+
+
+class TrainModeForTraining(_ModeSwitch):
+    """Forwards with gradients (training) run in training mode."""
+
+    id = "train_mode_for_training"
+    description = "model.train() for training forwards (those with gradients)"
+
+    def _pre(self, model: torch.nn.Module, _args: Any) -> None:
+        if torch.is_grad_enabled() and not model.training:
+            model.train()
+
+
+class NormalizeInputs(Remedy):
+    """Standardise the first input of each watched model, per channel (dim 1 of N,C,...) or per
+    feature (last dim), with the training-input statistics the stream has gathered."""
+
+    id = "normalize_inputs"
+    cost = "cheap"
+    description = "standardise the inputs per channel with the training data's mean and std"
+
+    def __init__(self) -> None:
+        self._hooks: list[Any] = []
+
+    def apply(self, ctx: RepairContext) -> None:
+        moments = ctx.monitor.stream._moments
+        if moments is None:
+            raise RuntimeError("no training-input statistics were gathered")
+        n, s, ss = moments.double().cpu()
+        mean = s / n
+        std = (ss / n - mean ** 2).clamp_min(0).sqrt()
+        std = torch.where(std > 1e-8, std, torch.ones_like(std))
+        if bool(((mean.abs() < 0.1) & ((std - 1).abs() < 0.1)).all()):
+            raise RuntimeError("the inputs are standardised already")
+
+        def pre(_model, args):
+            if not args or not torch.is_tensor(args[0]) or not args[0].is_floating_point():
+                return None
+            x = args[0]
+            if x.dim() == 2 or x.dim() == 3:
+                shape = (1,) * (x.dim() - 1) + (-1,)
+            else:
+                shape = (1, -1) + (1,) * (x.dim() - 2)
+            c = x.shape[-1] if x.dim() in (2, 3) else x.shape[1]
+            if c != len(mean):
+                return None
+            m = mean.to(x.device, x.dtype).reshape(shape)
+            sd = std.to(x.device, x.dtype).reshape(shape)
+            return ((x - m) / sd,) + tuple(args[1:])
+
+        self._hooks = [m.register_forward_pre_hook(pre) for m in ctx.models]
+        self.stats = {"mean": [round(float(v), 4) for v in mean[:8]],
+                      "std": [round(float(v), 4) for v in std[:8]]}
+
+    def undo(self, ctx: RepairContext) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []

@@ -1,0 +1,64 @@
+"""Remedies applied from the first optimizer step on, without rollback or verification: how
+``trainmedic fix`` runs a candidate whose remedy is not a literal in the script. Plays the
+controller's part on the monitor's control channel (``after_tick``, ``finish``, ``abandon``)."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from typing import Any
+
+from trainmedic.repair import order as _order
+from trainmedic.repair.remedies import RepairContext
+from trainmedic.repair.snapshots import find_schedulers
+
+
+class StartWith:
+    def __init__(self, monitor: Any, remedies: list[str]) -> None:
+        from torch.optim.optimizer import register_optimizer_step_pre_hook
+        self.monitor = monitor
+        self.remedies = [_order.make(r) for r in remedies]
+        self.applied: list[dict[str, str]] = monitor.extra_run_info.setdefault("applied_from_start", [])
+        self._ctx: RepairContext | None = None
+        self._hook = register_optimizer_step_pre_hook(self._first_step)
+
+    def _first_step(self, opt: Any, _args: Any, _kwargs: Any) -> None:
+        if self._ctx is not None or not self.monitor.active:
+            return
+        self._ctx = RepairContext(monitor=self.monitor, optimizer=opt,
+                                  schedulers=find_schedulers([opt]))
+        try:
+            for r in self.remedies:
+                r.apply(self._ctx)
+                self.applied.append({"remedy": r.id, "description": r.description})
+        except Exception as exc:  # noqa: BLE001 - never reaches the user's loop
+            self.abandon(exc)
+
+    def after_tick(self) -> None:
+        if self._ctx is not None and self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def finish(self) -> None:
+        from trainmedic.repair.loss_remedies import _LossTransform
+        self.after_tick()
+        for r in self.remedies:
+            if isinstance(r, _LossTransform):
+                r.undo(None)
+
+    def abandon(self, exc: BaseException) -> None:
+        """A remedy failed to apply: undo them all, say so once, train on unchanged."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        for r in self.remedies:
+            try:
+                r.undo(self._ctx)
+            except Exception:  # noqa: BLE001
+                pass
+        self.monitor.extra_run_info["repair_disabled"] = f"{type(exc).__name__}: {exc}"
+        msg = f"trainmedic: could not apply the remedies ({type(exc).__name__}: {exc}); training goes on unchanged"
+        try:
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        except Exception:  # noqa: BLE001
+            print(msg, file=sys.stderr)
