@@ -186,7 +186,7 @@ class DataStream:
         """The evaluation phase ended: its batches join the ones judged (at most
         MAX_EVAL_BATCHES over the run)."""
         room = MAX_EVAL_BATCHES - len(self.eval_batches)
-        self.eval_batches += [(None if fp is None else fingerprint_keys(fp.cpu().numpy()),
+        self.eval_batches += [(None if fp is None else fingerprint_keys(fp.float().cpu().numpy()),
                                None if m is None else m.double().cpu().numpy()) for fp, m in self._eval[:room]]
         self._fresh_eval |= bool(self._eval)
         self._eval = []

@@ -197,6 +197,13 @@ class Monitor:
         return k
 
     # -- discovery (zero-code runs) --------------------------------------------------------------
+    def discover_models(self) -> None:
+        """Find the models being trained from now on (the modules whose parameters the
+        optimizers hold, as they are called), as ``trainmedic run`` does: for a framework that
+        calls submodules of the object it was given (a LightningModule's ``self.net(x)``)."""
+        self.discover = True
+        self._listen_for_models()
+
     def _listen_for_models(self) -> None:
         """A forward hook on every module call, to find the models being trained. It costs on
         every call of every submodule, so it is only in place until each optimizer's
@@ -613,6 +620,20 @@ class Monitor:
             self.guard.call(f"{type(sink).__name__}", sink.close)
         _patches.deactivate(self)
         atexit.unregister(self._atexit)
+
+    def end_validation(self, loss: float | None = None, **metrics: float) -> None:
+        """A framework's evaluation ended with these metrics: when the monitor saw its loss calls,
+        its own record (with per-class counts and predictions) closes now and gets the metrics it
+        lacks; otherwise it is :meth:`log_val`."""
+        if not self.validation.open:
+            if loss is not None or metrics:
+                self.log_val(loss=loss, **metrics)
+            return
+        known = len(self.validation.epochs)
+        self.guard.call("validation tracking", self._close_validation_phase)
+        if len(self.validation.epochs) > known:
+            for k, v in metrics.items():
+                self.validation.epochs[-1].setdefault(f"val_{k}", float(v))
 
     def log_val(self, loss: float | None = None, **metrics: float) -> None:
         """Record a validation result computed by your own code (closes an epoch), e.g.
