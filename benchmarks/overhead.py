@@ -51,8 +51,9 @@ def build(name: str):
     raise SystemExit(f"--model {name!r}: expected digits-cnn, small-cnn, lstm-lm or resnet50")
 
 
-def timed(model, opt, x, y, steps, bf16, device, watch, without=()):
-    monitor = trainmedic.watch(model, opt, on_finding=lambda f: None, run_dir="/tmp/trainmedic-bench") if watch else None
+def timed(model, opt, x, y, steps, bf16, device, watch, without=(), repair=False):
+    monitor = trainmedic.watch(model, opt, on_finding=lambda f: None, run_dir="/tmp/trainmedic-bench",
+                               repair=repair) if watch else None
     for piece in without:                       # switch a piece of trainmedic off, as an error would
         monitor.guard.disabled[piece] = "benchmark"
     loss_fn = nn.CrossEntropyLoss()
@@ -112,6 +113,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--repair", action="store_true",
+                    help="also time a watched arm with repair=True (snapshots at healthy ticks)")
     args = ap.parse_args()
     if args.scripts:
         whole_process(args.scripts, args.repeats)
@@ -127,8 +130,10 @@ def main() -> None:
     else:
         x = torch.randn(args.batch, *shape, device=device)
         y = torch.randint(0, classes, (args.batch,), device=device)
-    plain, watched, no_data = [], [], []
+    plain, watched, no_data, repaired = [], [], [], []
     for _ in range(args.repeats):
+        if args.repair:
+            repaired.append(timed(model, opt, x, y, args.steps, args.bf16, device, watch=True, repair=True))
         plain.append(timed(model, opt, x, y, args.steps, args.bf16, device, watch=False))
         watched.append(timed(model, opt, x, y, args.steps, args.bf16, device, watch=True))
         no_data.append(timed(model, opt, x, y, args.steps, args.bf16, device, watch=True,
@@ -141,6 +146,9 @@ def main() -> None:
     print(f"ratio   {w / p:.3f}x")
     print(f"data checks on the stream: {(w - n) / p:+.1%} of the plain step time "
           f"(watched without them: {n * 1e3:.3f} ms/step)")
+    if repaired:
+        r = statistics.median(repaired)
+        print(f"watched with repair=True (snapshots): {r * 1e3:.3f} ms/step, {r / p:.3f}x")
 
 
 if __name__ == "__main__":
