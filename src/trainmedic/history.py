@@ -94,12 +94,15 @@ class RunState:
     separate_losses: int = 0        # steps where another optimizer stepped on its own loss (GAN)
     segment_start: int = 0          # first step of the model trained now (sequential trials)
     eval_mode_backwards: list[int] = field(default_factory=lambda: [0, 0])  # (eval-mode, all)
+    initial_hint: float | None = None   # the segment's starting loss when known (a rollback's snapshot)
+    frozen: bool = False            # no further updates on purpose (early stopping): no loss trends
     _smoothed: tuple[np.ndarray, np.ndarray] | None = None
 
     def new_segment(self, step: int) -> None:
         """Another model is trained from step ``step`` on: forget the loss and tick history
         (findings already made stay)."""
         self.segment_start = step
+        self.initial_hint = None
         self.loss_steps = np.zeros((0, 2))
         self.ticks = History()
         self.lr_max = 0.0
@@ -220,7 +223,11 @@ class RunState:
 
     def initial_loss(self) -> float:
         """The loss at initialisation: the median of the first three steps, or the very first
-        step when they already differ by more than 2x (a blow-up in the first steps)."""
+        step when they already differ by more than 2x (a blow-up in the first steps). After a
+        rollback: the smoothed loss at the snapshot (one batch of a trained model is too noisy
+        a start)."""
+        if self.initial_hint is not None:
+            return self.initial_hint
         _, v = self.loss_curve()
         if not len(v):
             return float("nan")

@@ -44,7 +44,7 @@ class LossDiverging(Detector):
                     f"at the start.", step=int(s[peak]),
                     evidence={"initial": start, "peak": float(v[peak]), "peak_step": int(s[peak])})
         s, m = run.smoothed_loss()
-        if len(m) < 4 or run.adversarial:
+        if len(m) < 4 or run.adversarial or run.frozen:
             return None
         initial, b = run.initial_loss(), int(np.argmin(m))
         best, cur = m[b], m[-1]
@@ -71,7 +71,7 @@ class LossNotDecreasing(Detector):
 
     def evaluate(self, run, reported, final):
         s, v = run.loss_curve()
-        if len(v) < MIN_STEPS or run.adversarial:
+        if len(v) < MIN_STEPS or run.adversarial or run.frozen:
             return None
         _, m = run.smoothed_loss()
         if len(m) < 5:
@@ -99,7 +99,7 @@ class LossOscillating(Detector):
 
     def evaluate(self, run, reported, final):
         s, v = run.loss_curve()
-        if len(v) < 60 or run.adversarial:
+        if len(v) < 60 or run.adversarial or run.frozen:
             return None
         recent = v[len(v) // 2:]
         initial = abs(run.initial_loss())

@@ -138,8 +138,10 @@ class RepairController:
         epochs = m.validation.epochs
         epochs[:] = [e for e in epochs if e.get("step", 0) <= snap.step]
         self._snapped_epochs = min(self._snapped_epochs, len(epochs))
+        m._epoch_start = min(m._epoch_start, len(epochs))
         run.epochs = epochs[m._epoch_start:]
         run.new_segment(m.step)
+        run.initial_hint = snap.loss
         run.symmetric, run.loss_inputs = {}, {}
         run.first_nonfinite_loss = None
         run.first_nonfinite_grad = None
@@ -237,6 +239,9 @@ class RepairController:
                          "best_val": min(scored) if scored else None}
         if back:
             self._restore(snap)
+        else:                  # the detectors judge what happens from now on
+            m._epoch_start = len(m.validation.epochs)
+            m.run.epochs, m.run.eval_mode_backwards = [], [0, 0]
         self._current["epochs"] = len(m.validation.epochs)
         for fid in targets:                # pending: a detector that fires again re-activates it
             f = m.findings[fid]

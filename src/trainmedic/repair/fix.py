@@ -11,14 +11,19 @@
    beats the baseline's. The first verified candidate wins (``all_candidates`` tries them all);
    the user's files are never edited: the winner's change is shown as a unified diff.
 
-Every run is a ``trainmedic run`` child process in its own run directory under ``out_dir``.
+Every run is a ``trainmedic run`` child process in its own run directory under ``out_dir``. On
+Linux it is forked from this process after the script's library imports (torch, the packages
+its top-level ``import`` lines name), so each candidate does not pay for them again.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -32,6 +37,8 @@ PATCH_NAMES = {"loss_gets_logits": "remove_softmax_before_loss"}   # remedy -> i
 MINIMIZE_WORDS = ("loss", "error", "mse", "mae", "rmse", "perplexity")
 NOT_FROM_START = {"early_stopping"}       # needs a best point to go back to: in-run only
 CATASTROPHES = ("nonfinite_loss", "loss_diverging")
+# class weights trade accuracy for the minority classes' recall: judged on balanced accuracy
+TARGET_METRICS = {"class_imbalance": "recall_macro"}
 
 
 @dataclass
@@ -81,22 +88,23 @@ def run_fix(script: str, args: list[str] | tuple[str, ...] = (), *, metric: str 
     with open(script, encoding="utf-8") as fh:
         source = fh.read()
 
+    _preimport(source, script)
     echo(f"trainmedic fix: running {script} as it is (the baseline)")
     base = _child(script, args, os.path.join(out_dir, "baseline"), [], every, timeout)
     report = base["report"]
     if report is None:
         raise RuntimeError(f"the baseline run wrote no report; see {base['run_dir']}/output.txt")
-    metric_name, maximize = _choose_metric(report, metric)
-    base_metric = _metric(report, metric_name)
     found = {f["id"]: f for f in report["findings"]}
+    targets = sorted((f for f in found if f in _order.ORDER),
+                     key=lambda f: _order.PRIORITY.index(f) if f in _order.PRIORITY else 99)
+    metric_name, maximize = _choose_metric(report, metric, targets[0] if targets else None)
+    base_metric = _metric(report, metric_name)
     result = FixResult(script=script, metric_name=metric_name, maximize=maximize, out_dir=out_dir,
                        baseline={"metric": base_metric, "seconds": base["seconds"],
                                  "status": report["run"]["status"], "steps": report["run"].get("steps"),
                                  "findings": sorted(found)})
     echo(f"  baseline: {_fmt(base_metric)} {metric_name or ''}, findings: {', '.join(sorted(found)) or 'none'}"
          f" ({base['seconds']:.1f} s)")
-    targets = sorted((f for f in found if f in _order.ORDER),
-                     key=lambda f: _order.PRIORITY.index(f) if f in _order.PRIORITY else 99)
     if not targets:
         echo("  no repairable finding: nothing to fix")
         _save(result)
@@ -153,18 +161,42 @@ def _candidates(target: str, finding: dict[str, Any]) -> list[str]:
     return out
 
 
+def _preimport(source: str, script: str) -> None:
+    """Import the installed packages the script's top-level ``import`` lines name (not the
+    script's own modules), so forked children find them loaded. Failures are ignored: the
+    child imports as the script would."""
+    here = os.path.dirname(os.path.abspath(script))
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return
+    names = [a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names]
+    names += [n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module and not n.level]
+    for name in names:
+        top = name.split(".")[0]
+        if os.path.exists(os.path.join(here, top + ".py")) or os.path.isdir(os.path.join(here, top)):
+            continue
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the child will raise it the way the script would
+            pass
+
+
 def _child(script: str, args: Any, run_dir: str, extra: list[str], every: int,
            timeout: float | None) -> dict[str, Any]:
     """One ``trainmedic run`` child process; its report (or None), wall time and exit code."""
     os.makedirs(run_dir, exist_ok=True)
-    cmd = [sys.executable, "-m", "trainmedic.cli", "run", "--no-live", "--every", str(every),
-           "--run-dir", run_dir, *extra, script, *args]
+    argv = ["run", "--no-live", "--every", str(every), "--run-dir", run_dir, *extra, script, *args]
     started = time.perf_counter()
     with open(os.path.join(run_dir, "output.txt"), "w", encoding="utf-8") as log:
-        try:
-            code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout).returncode
-        except subprocess.TimeoutExpired:
-            code = None
+        if hasattr(os, "fork") and sys.platform.startswith("linux"):
+            code = _forked(argv, log, timeout)
+        else:
+            try:
+                code = subprocess.run([sys.executable, "-m", "trainmedic.cli", *argv], stdout=log,
+                                      stderr=subprocess.STDOUT, timeout=timeout).returncode
+            except subprocess.TimeoutExpired:
+                code = None
     seconds = time.perf_counter() - started
     path = os.path.join(run_dir, "report.json")
     report = None
@@ -172,6 +204,44 @@ def _child(script: str, args: Any, run_dir: str, extra: list[str], every: int,
         with open(path, encoding="utf-8") as fh:
             report = json.load(fh)
     return {"report": report, "seconds": seconds, "code": code, "run_dir": run_dir}
+
+
+def _forked(argv: list[str], log: Any, timeout: float | None) -> int | None:
+    """``trainmedic <argv>`` in a forked child writing to ``log``; its exit code (None: timed
+    out and killed). The parent has run no torch operation, so the child starts clean."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:                                        # the child: never returns
+        code = 1
+        try:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            from trainmedic.cli import main
+            main(argv, prog_name="trainmedic", standalone_mode=False)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:  # noqa: BLE001
+            import traceback
+            traceback.print_exc()
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:  # noqa: BLE001
+                    pass
+            os._exit(code)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if deadline is not None and time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return None
+        time.sleep(0.05)
 
 
 def _judge(cand: Candidate, run: dict[str, Any], target: str, metric_name: str | None,
@@ -201,9 +271,15 @@ def _judge(cand: Candidate, run: dict[str, Any], target: str, metric_name: str |
         cand.status = "verified"
 
 
-def _choose_metric(report: dict[str, Any], name: str | None) -> tuple[str | None, bool]:
+def _choose_metric(report: dict[str, Any], name: str | None,
+                   target: str | None = None) -> tuple[str | None, bool]:
+    """The metric to compare: ``name``; else the one that judges ``target``'s fix
+    (``TARGET_METRICS``); else ``val_acc``, else ``val_loss``. Returns (key, maximize)."""
     epochs = report["run"].get("epochs") or []
     last = epochs[-1] if epochs else {}
+    preferred = TARGET_METRICS.get(target)
+    if name is None and preferred and (report["run"].get("metrics") or {}).get(preferred) is not None:
+        return preferred, True
     if name is not None:
         key = name if (name in last or name in (report["run"].get("metrics") or {})) else f"val_{name}"
         if key not in last and key not in (report["run"].get("metrics") or {}):

@@ -74,7 +74,9 @@ class ReinitLayers(Remedy):
 
 
 class _LeakyMode(TorchFunctionMode):
-    """Inside a watched model's forward: functional ReLU calls become leaky ReLU."""
+    """Inside a watched model's forward: functional ReLU calls become leaky ReLU. ``active``
+    goes False when the forward ends; the mode leaves the stack if it is on top then (else it
+    stays, inert, as trainmedic's sampling mode does)."""
 
     RELU = {F.relu, torch.relu, torch.Tensor.relu}
     RELU_ = {torch.relu_, torch.Tensor.relu_, *([F.relu_] if hasattr(F, "relu_") else [])}
@@ -82,19 +84,27 @@ class _LeakyMode(TorchFunctionMode):
     def __init__(self, slope: float) -> None:
         super().__init__()
         self.slope = slope
+        self.active = True
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in self.RELU:
+        if self.active and func in self.RELU:
             return F.leaky_relu(args[0], self.slope)
-        if func in self.RELU_:
+        if self.active and func in self.RELU_:
             return F.leaky_relu_(args[0], self.slope)
         return func(*args, **(kwargs or {}))
+
+    def leave(self) -> None:
+        self.active = False
+        n = torch._C._len_torch_function_stack()
+        if n and torch._C._get_function_stack_at(n - 1) is self:
+            self.__exit__(None, None, None)
 
 
 class LeakyRelu(Remedy):
     """Swap ReLU for leaky ReLU (slope 0.01), so dead units get a gradient again: ``nn.ReLU``
     modules are replaced in their parents, and functional calls (``F.relu``, ``torch.relu``,
-    ``x.relu()``) inside the watched models' forward go through a torch-function mode."""
+    ``x.relu()``) inside the watched models' forward go through a torch-function mode, entered
+    after trainmedic's own forward hooks (on top of its sampling mode) and left before it."""
 
     id = "leaky_relu"
     cost = "moderate"
@@ -112,18 +122,17 @@ class LeakyRelu(Remedy):
                     if type(child) is torch.nn.ReLU:
                         parent._modules[name] = torch.nn.LeakyReLU(self.slope, inplace=child.inplace)
                         self._swapped.append((parent, name, child))
-            mode: list[_LeakyMode] = []
+            modes: list[_LeakyMode] = []
 
-            def enter(_m, _args, mode=mode):
-                mode.append(_LeakyMode(self.slope))
-                mode[-1].__enter__()
+            def enter(_m, _args, modes=modes):
+                modes.append(_LeakyMode(self.slope))
+                modes[-1].__enter__()
 
-            def leave(_m, _args, _out, mode=mode):
-                if mode:
-                    mode.pop().__exit__(None, None, None)
+            def leave(_m, _args, _out, modes=modes):
+                if modes:
+                    modes.pop().leave()
 
-            # the mode goes under trainmedic's own sampling mode: entered first, left last
-            self._hooks += [model.register_forward_pre_hook(enter, prepend=True),
+            self._hooks += [model.register_forward_pre_hook(enter),
                             model.register_forward_hook(leave, always_call=True)]
 
     def undo(self, ctx: RepairContext) -> None:
@@ -140,7 +149,6 @@ class RaiseDropout(Remedy):
     id = "dropout_up"
     cost = "cheap"
     verify = "val"
-    rollback = False
 
     def __init__(self, p: float = 0.3) -> None:
         self.p = p

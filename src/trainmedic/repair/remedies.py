@@ -335,7 +335,6 @@ class RaiseWeightDecay(ScaleWeightDecay):
     """More weight decay against overfitting: x10, or 5e-4 where a group has none."""
 
     verify = "val"
-    rollback = False
 
     def __init__(self) -> None:
         super().__init__(10.0)
@@ -365,6 +364,8 @@ class EarlyStopping(Remedy):
 
     def apply(self, ctx: RepairContext) -> None:
         self._scale.apply(ctx)
+        ctx.monitor.run.frozen = True
 
     def undo(self, ctx: RepairContext) -> None:
         self._scale.undo(ctx)
+        ctx.monitor.run.frozen = False
