@@ -348,3 +348,15 @@ def test_order_table_names_only_known_remedies_and_every_finding_has_a_priority(
         make("nope")
     with pytest.raises(ValueError, match="capacity=0"):
         RepairController(type("M", (), {"extra_run_info": {}})(), capacity=0)
+
+
+def test_stop_on_raises_between_two_steps_and_a_bad_value_is_named(tmp_path):
+    from trainmedic import _patches
+    for severity in ("error", "warning"):                 # "warning": a warning or worse
+        with pytest.raises(trainmedic.StopTraining) as stopped:
+            _train(tmp_path / severity, 1.0, repair=False, stop_on=severity)
+        assert stopped.value.finding.severity.rank >= trainmedic.Severity(severity).rank
+        for m in list(_patches._active):                  # the loop died: close its monitor
+            m.close()
+    with pytest.raises(ValueError, match="stop_on='nope'"):
+        trainmedic.watch(torch.nn.Linear(2, 2), stop_on=["nope"])

@@ -10,6 +10,7 @@ from trainmedic.catalog import CATALOG
 from trainmedic.findings import Finding, Report, Severity
 from trainmedic.checkup import checkup
 from trainmedic.early_stopping import EarlyStopping
-from trainmedic.monitor import Monitor, watch
+from trainmedic.monitor import Monitor, StopTraining, watch
 
-__all__ = ["CATALOG", "EarlyStopping", "Finding", "Monitor", "Report", "Severity", "__version__", "checkup", "watch"]
+__all__ = ["CATALOG", "EarlyStopping", "Finding", "Monitor", "Report", "Severity", "StopTraining", "__version__",
+           "checkup", "watch"]

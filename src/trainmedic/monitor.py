@@ -26,7 +26,7 @@ from trainmedic import _patches
 from trainmedic._safety import Guard
 from trainmedic.datastream import DataStream
 from trainmedic.detectors import default_detectors
-from trainmedic.findings import Finding, Report, assign_causes
+from trainmedic.findings import Finding, Report, Severity, assign_causes
 from trainmedic.history import RunState, Tick
 from trainmedic.params import ParamTable
 from trainmedic.quantities.activations import ActivationSampler
@@ -444,8 +444,9 @@ class Monitor:
                 controller, self.controller = self.controller, None
                 controller.abandon(exc)
         if self.stop_on:
+            worst = [Severity(x).rank for x in self.stop_on if x in ("error", "warning")]
             for f in self.findings.values():
-                if f.active and (f.id in self.stop_on or f.severity.value in self.stop_on):
+                if f.active and (f.id in self.stop_on or (worst and f.severity.rank >= min(worst))):
                     raise StopTraining(f)
     def _collect(self, rows: int, first: int) -> None:
         losses, seen = self.loss.take(rows)
@@ -735,7 +736,7 @@ def watch(model: "torch.nn.Module | Iterable[torch.nn.Module] | None" = None,
           every: int = 25, run_dir: "str | os.PathLike[str] | None" = None,
           name: str | None = None, on_finding: Callable[[Finding], None] | None = None,
           goal: str | None = None, tensorboard: "str | os.PathLike[str] | None" = None,
-          repair: "bool | dict[str, Any]" = False) -> Monitor:
+          repair: "bool | dict[str, Any]" = False, stop_on: "str | Iterable[str]" = ()) -> Monitor:
     """Start watching ``model`` trained by ``optimizer`` (each may be one object or a list).
 
     ``every``: steps between host reads, the detectors' schedule (after the first 10 reads,
@@ -748,12 +749,14 @@ def watch(model: "torch.nn.Module | Iterable[torch.nn.Module] | None" = None,
     (``trainmedic.repair``); True, or a dict of options: ``capacity`` (snapshots held in host
     memory, default 1), ``max_attempts`` per finding (3), ``window_ticks``/``window_steps``
     (verification window, 4/100), ``order`` ({finding id: [remedy ids]}, overriding
-    ``trainmedic.repair.ORDER`` for those findings)."""
+    ``trainmedic.repair.ORDER`` for those findings). ``stop_on``: finding ids, or "error" /
+    "warning" (that severity or worse): when one is active at a tick, :class:`StopTraining` (a
+    BaseException) is raised into the loop between two steps."""
     models = [] if model is None else [model] if isinstance(model, torch.nn.Module) else list(model)
     opts = [] if optimizer is None else (
         [optimizer] if isinstance(optimizer, torch.optim.Optimizer) else list(optimizer))
     return Monitor(models, opts, every=every, run_dir=run_dir, name=name, on_finding=on_finding, goal=goal,
-                   tensorboard=tensorboard, repair=repair)
+                   tensorboard=tensorboard, repair=repair, stop_on=stop_on)
 
 
 def _stop_set(stop_on: Iterable[str]) -> set[str]:

@@ -276,6 +276,12 @@ class ActivationSampler:
         self.predictions.append(stats)
 
     # -- host read, once per tick -----------------------------------------------------------------
+    def discard(self) -> None:
+        """Drop what was sampled since the last tick (a rollback, a remedy applied after the
+        first forward: that evidence is not about the run that goes on)."""
+        self.sites, self.outputs, self.predictions, self.loss_issues = {}, set(), [], {}
+        self.train_acc = []
+
     def take(self) -> tuple[dict[str, dict[str, Any]], list[dict[str, float]], dict[str, dict[str, Any]]]:
         """Host copies of everything sampled since the last tick (one device-to-host copy)."""
         pending: list[tuple[dict, str, torch.Tensor]] = []

@@ -143,6 +143,7 @@ class RepairController:
         run.new_segment(m.step)
         run.initial_hint = snap.loss
         run.symmetric, run.loss_inputs = {}, {}
+        m.sampler.discard()
         run.first_nonfinite_loss = None
         run.first_nonfinite_grad = None
         run.stale = {}
@@ -321,10 +322,11 @@ class RepairController:
             f.status, f.resolved_step = "resolved", m.step
         self._current = None
         _say(f"{cur['finding']}: {record['remedy']} kept (verified at step {m.step}: {evidence})")
-        # Older snapshots hold the settings before the remedy: start the ring afresh here.
+        # Older snapshots hold the settings before the remedy: start the ring afresh here, with
+        # the verified point (healthy whatever its validation loss).
         self.ring = SnapshotRing(self.ring.capacity)
-        self._snapped_epochs = -1
-        self._healthy_point()
+        if self._take() is not None:
+            self._snapped_epochs = len(m.validation.epochs)
 
     def finish(self) -> None:
         """The run ended: an attempt still being verified stays applied, marked as such; loss

@@ -39,6 +39,9 @@ NOT_FROM_START = {"early_stopping"}       # needs a best point to go back to: in
 CATASTROPHES = ("nonfinite_loss", "loss_diverging")
 # class weights trade accuracy for the minority classes' recall: judged on balanced accuracy
 TARGET_METRICS = {"class_imbalance": "recall_macro"}
+# findings a candidate is not stopped on and judged by its metric alone: data findings are about
+# the inputs, which a remedy does not change; more regularisation narrows the gap, it may not close it
+METRIC_ONLY = {"overfitting"}
 
 
 @dataclass
@@ -122,7 +125,8 @@ def run_fix(script: str, args: list[str] | tuple[str, ...] = (), *, metric: str 
                              summary=patch.summary if patch else _order.make(remedy).description)
             result.candidates.append(cand)
             cand.run_dir = os.path.join(out_dir, f"{len(result.candidates):02d}-{remedy}")
-            extra = ["--stop-on", target] + [x for c in CATASTROPHES if c != target for x in ("--stop-on", c)]
+            stops = ([] if _metric_only(target) else [target]) + [c for c in CATASTROPHES if c != target]
+            extra = [x for c in stops for x in ("--stop-on", c)]
             if patch is not None:
                 os.makedirs(cand.run_dir, exist_ok=True)
                 patched = os.path.join(cand.run_dir, os.path.basename(script))
@@ -144,6 +148,11 @@ def run_fix(script: str, args: list[str] | tuple[str, ...] = (), *, metric: str 
             break
     _save(result)
     return result
+
+
+def _metric_only(target: str) -> bool:
+    from trainmedic.catalog import CATALOG
+    return target in METRIC_ONLY or CATALOG[target].category == "data"
 
 
 def _candidates(target: str, finding: dict[str, Any]) -> list[str]:
@@ -263,7 +272,7 @@ def _judge(cand: Candidate, run: dict[str, Any], target: str, metric_name: str |
         return
     cand.metric = _metric(report, metric_name)
     active = {f["id"] for f in report["findings"] if f.get("status", "active") == "active"}
-    if target in active:
+    if target in active and not _metric_only(target):
         cand.status = "came back"
     elif base_metric is not None and (cand.metric is None or not _better(cand.metric, base_metric, maximize)):
         cand.status = "worse"
@@ -274,7 +283,8 @@ def _judge(cand: Candidate, run: dict[str, Any], target: str, metric_name: str |
 def _choose_metric(report: dict[str, Any], name: str | None,
                    target: str | None = None) -> tuple[str | None, bool]:
     """The metric to compare: ``name``; else the one that judges ``target``'s fix
-    (``TARGET_METRICS``); else ``val_acc``, else ``val_loss``. Returns (key, maximize)."""
+    (``TARGET_METRICS``); else ``val_acc``, else the final validation ``accuracy`` (binary
+    classifiers), else ``val_loss``. Returns (key, maximize)."""
     epochs = report["run"].get("epochs") or []
     last = epochs[-1] if epochs else {}
     preferred = TARGET_METRICS.get(target)
@@ -287,9 +297,12 @@ def _choose_metric(report: dict[str, Any], name: str | None,
                 k for k, v in (report["run"].get("metrics") or {}).items() if isinstance(v, (int, float)))
             raise ValueError(f"metric={name!r} was not produced by the run; expected one of {known}")
         return key, not any(w in key for w in MINIMIZE_WORDS)
-    for key in ("val_acc", "val_loss"):
-        if last.get(key) is not None:
-            return key, key == "val_acc"
+    if last.get("val_acc") is not None:
+        return "val_acc", True
+    if (report["run"].get("metrics") or {}).get("accuracy") is not None:
+        return "accuracy", True
+    if last.get("val_loss") is not None:
+        return "val_loss", False
     return None, True
 
 

@@ -1,6 +1,8 @@
 """Remedies applied from the first optimizer step on, without rollback or verification: how
-``trainmedic fix`` runs a candidate whose remedy is not a literal in the script. Plays the
-controller's part on the monitor's control channel (``after_tick``, ``finish``, ``abandon``)."""
+``trainmedic fix`` runs a candidate whose remedy is not a literal in the script. The first
+step's gradients, computed before the remedies, are dropped (that step changes nothing). Plays
+the controller's part on the monitor's control channel (``after_tick``, ``finish``,
+``abandon``)."""
 
 from __future__ import annotations
 
@@ -31,6 +33,10 @@ class StartWith:
             for r in self.remedies:
                 r.apply(self._ctx)
                 self.applied.append({"remedy": r.id, "description": r.description})
+            # the first forward and backward ran without the remedies: their gradients (from a
+            # constant init, raw inputs, probabilities fed to the loss) are dropped, not applied
+            opt.zero_grad(set_to_none=True)
+            self.monitor.sampler.discard()
         except Exception as exc:  # noqa: BLE001 - never reaches the user's loop
             self.abandon(exc)
 
