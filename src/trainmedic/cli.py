@@ -136,7 +136,7 @@ def fix(metric, write_patch, all_candidates, max_candidates, out_dir, timeout, s
     try:
         result = run_fix(script, list(script_args), metric=metric, out_dir=out_dir,
                          all_candidates=all_candidates, max_candidates=max_candidates,
-                         timeout=timeout, echo=lambda m: click.echo(m, err=True))
+                         timeout=timeout, fork=True, echo=lambda m: click.echo(m, err=True))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--metric") from None
     click.echo(format_table(result))

@@ -11,9 +11,11 @@
    beats the baseline's. The first verified candidate wins (``all_candidates`` tries them all);
    the user's files are never edited: the winner's change is shown as a unified diff.
 
-Every run is a ``trainmedic run`` child process in its own run directory under ``out_dir``. On
-Linux it is forked from this process after the script's library imports (torch, the packages
-its top-level ``import`` lines name), so each candidate does not pay for them again.
+Every run is a ``trainmedic run`` child process in its own run directory under ``out_dir``. With
+``fork`` (the ``trainmedic fix`` command, on Linux) it is forked from this process after the
+script's library imports (torch, the packages its top-level ``import`` lines name), so each
+candidate does not pay for them again. Forking is only safe in a process that has run no torch
+operation (a started OpenMP pool does not survive a fork): from Python, leave it off.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ class FixResult:
 
 def run_fix(script: str, args: list[str] | tuple[str, ...] = (), *, metric: str | None = None,
             out_dir: str | None = None, all_candidates: bool = False, max_candidates: int = 6,
-            every: int = 25, timeout: float | None = None,
+            every: int = 25, timeout: float | None = None, fork: bool = False,
             echo: Callable[[str], None] = print) -> FixResult:
     """Diagnose ``script``, try the remedies of its first repairable finding from step 0 and
     return what was found (see the module docstring)."""
@@ -91,9 +93,11 @@ def run_fix(script: str, args: list[str] | tuple[str, ...] = (), *, metric: str 
     with open(script, encoding="utf-8") as fh:
         source = fh.read()
 
-    _preimport(source, script)
+    fork = fork and hasattr(os, "fork") and sys.platform.startswith("linux")
+    if fork:
+        _preimport(source, script)
     echo(f"trainmedic fix: running {script} as it is (the baseline)")
-    base = _child(script, args, os.path.join(out_dir, "baseline"), [], every, timeout)
+    base = _child(script, args, os.path.join(out_dir, "baseline"), [], every, timeout, fork)
     report = base["report"]
     if report is None:
         raise RuntimeError(f"the baseline run wrote no report; see {base['run_dir']}/output.txt")
@@ -137,7 +141,7 @@ def run_fix(script: str, args: list[str] | tuple[str, ...] = (), *, metric: str 
             else:
                 extra += ["--apply", remedy]
             echo(f"  trying {remedy} for {target} ({cand.summary})")
-            run = _child(script, args, cand.run_dir, extra, every, timeout)
+            run = _child(script, args, cand.run_dir, extra, every, timeout, fork)
             _judge(cand, run, target, metric_name, maximize, base_metric)
             echo(f"    {cand.status}: {_fmt(cand.metric)} {metric_name or ''} ({cand.seconds:.1f} s)")
             if cand.status == "verified":
@@ -192,13 +196,13 @@ def _preimport(source: str, script: str) -> None:
 
 
 def _child(script: str, args: Any, run_dir: str, extra: list[str], every: int,
-           timeout: float | None) -> dict[str, Any]:
+           timeout: float | None, fork: bool) -> dict[str, Any]:
     """One ``trainmedic run`` child process; its report (or None), wall time and exit code."""
     os.makedirs(run_dir, exist_ok=True)
     argv = ["run", "--no-live", "--every", str(every), "--run-dir", run_dir, *extra, script, *args]
     started = time.perf_counter()
     with open(os.path.join(run_dir, "output.txt"), "w", encoding="utf-8") as log:
-        if hasattr(os, "fork") and sys.platform.startswith("linux"):
+        if fork:
             code = _forked(argv, log, timeout)
         else:
             try:
