@@ -69,3 +69,37 @@ def test_instrumentation_is_removed_after_close():
     assert torch.Tensor.backward is backward
     assert not model._forward_hooks and not model._forward_pre_hooks
     assert torch._C._len_torch_function_stack() == 0
+
+
+def test_closure_step_is_measured_after_its_closure_and_numbers_are_unchanged(tmp_path):
+    """step(closure) computes its gradients inside the closure: the monitor measures them right
+    after the closure's first call (not the previous step's), and LBFGS ends bit-identical."""
+    import trainmedic
+    torch.manual_seed(0)
+    x = torch.randn(64, 5)
+    y = x @ torch.randn(5, 1)
+
+    def train(watch):
+        torch.manual_seed(1)
+        model = torch.nn.Linear(5, 1)
+        opt = torch.optim.LBFGS(model.parameters(), lr=0.5)
+        mon = trainmedic.watch(model, opt, every=2, run_dir=str(tmp_path / "run"),
+                               on_finding=lambda f: None) if watch else None
+        first = []
+        for _ in range(6):
+            def closure():
+                opt.zero_grad()
+                loss = torch.nn.functional.mse_loss(model(x), y)
+                loss.backward()
+                return loss
+            opt.step(closure)
+            if mon is not None and not first:
+                first.append(mon.grads.buf[0].clone())
+        if mon is not None:
+            mon.report()
+        return model.weight.detach().clone(), first
+
+    plain, _ = train(False)
+    watched, first = train(True)
+    assert torch.equal(plain, watched)
+    assert (first[0] > 0).all()           # step 0's own gradients, measured inside the step

@@ -334,9 +334,28 @@ class Monitor:
                             range(len(self.table)), self.slot)
             self._pending_manual_step = True
 
-    def _on_pre_step(self, opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
-        if self.active:
+    def _on_pre_step(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> Any:
+        """Before a step: measure its gradients. A step given a closure (LBFGS, any
+        ``step(closure)``) computes them inside the closure: the measurement then runs right
+        after the closure's first call (the returned arguments carry the wrapped closure)."""
+        if not self.active:
+            return None
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
+        if not callable(closure):
             self.guard.call("optimizer hooks", self._pre_step, opt)
+            return None
+        measured = [False]
+
+        def closure_then_measure(*a: Any, **k: Any) -> Any:
+            out = closure(*a, **k)
+            if not measured[0]:
+                measured[0] = True
+                if self.active:
+                    self.guard.call("optimizer hooks", self._pre_step, opt)
+            return out
+        if "closure" in kwargs:
+            return args, {**kwargs, "closure": closure_then_measure}
+        return (args[0], closure_then_measure, *args[2:]), kwargs
 
     def _pre_step(self, opt: torch.optim.Optimizer) -> None:
         known = len(self.table.optimizers)
