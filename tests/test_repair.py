@@ -220,7 +220,7 @@ def test_sgd_to_adam_keeps_the_object_and_its_parameters_and_undoes():
     assert opt.param_groups[0]["lr"] == 0.5 and not opt.state
     opt.step()
     assert hook_calls == [1, 1]
-    with pytest.raises(RuntimeError, match="not SGD"):
+    with pytest.raises(remedies_mod.NotApplicable, match="not SGD"):
         remedies_mod.SgdToAdam().apply(_ctx(model, torch.optim.Adam(model.parameters())))
 
 
@@ -263,7 +263,7 @@ def test_reinit_touches_only_symmetric_layers_and_drops_their_optimizer_state():
     assert model[2].weight.detach().std() > 0 and model[2].weight not in opt.state
     remedy.undo(None)
     assert (model[2].weight.detach() == model[2].weight.detach()[0]).all()
-    with pytest.raises(RuntimeError, match="no symmetric"):
+    with pytest.raises(remedies_mod.NotApplicable, match="no symmetric"):
         ReinitLayers().apply(_ctx(torch.nn.Linear(4, 3), opt))
 
 
@@ -360,3 +360,15 @@ def test_stop_on_raises_between_two_steps_and_a_bad_value_is_named(tmp_path):
             m.close()
     with pytest.raises(ValueError, match="stop_on='nope'"):
         trainmedic.watch(torch.nn.Linear(2, 2), stop_on=["nope"])
+
+
+def test_a_remedy_that_does_not_apply_is_skipped_and_repair_stays_on(tmp_path):
+    order = {f: ["weight_decay_0.1", "lr_scale_0.1"] for f in ("learning_rate_too_high", "loss_diverging")}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, rep, opt, _ = _train(tmp_path, 1.0, repair={"order": order})
+    outcomes = [(r["remedy"], r["outcome"]) for r in rep.run["repairs"]]
+    assert outcomes[0] == ("weight_decay_0.1", "not applicable"), outcomes   # SGD without decay
+    assert ("lr_scale_0.1", "kept") in outcomes
+    assert "repair_disabled" not in rep.run
+    assert not [w for w in caught if "repair" in str(w.message)]

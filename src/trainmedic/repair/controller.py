@@ -40,7 +40,7 @@ import torch
 
 from trainmedic.findings import Severity
 from trainmedic.repair import order as _order
-from trainmedic.repair.remedies import RepairContext, Remedy
+from trainmedic.repair.remedies import NotApplicable, RepairContext, Remedy
 from trainmedic.repair.snapshots import Snapshot, SnapshotRing, find_schedulers
 
 VAL_EPOCHS = 2          # validation epochs that judge an overfitting remedy
@@ -201,7 +201,8 @@ class RepairController:
         if self._current is not None:
             self._verify()
             return
-        repairable = [f for f in m.findings.values() if f.active and f.id in self.order]
+        repairable = [f for f in m.findings.values() if f.active and f.id in self.order
+                      and self._root(f) in self.order]
         todo = [f for f in repairable if f.id not in self._given_up]
         if todo:
             rank = {k: i for i, k in enumerate(_order.PRIORITY)}
@@ -210,6 +211,15 @@ class RepairController:
         elif not repairable:
             self._remove_first_hook()
             self._healthy_point()
+
+    def _root(self, finding: Any) -> str:
+        """The root cause of ``finding`` (its ``caused_by`` chain): the symptoms of a cause that
+        is not repaired in place (unshuffled data, leakage, label noise...) are not touched."""
+        seen, f = set(), finding
+        while f.caused_by is not None and f.caused_by not in seen and f.caused_by in self.monitor.findings:
+            seen.add(f.id)
+            f = self.monitor.findings[f.caused_by]
+        return f.id
 
     def _attempt(self, finding: Any, targets: list[str]) -> None:
         m = self.monitor
@@ -248,10 +258,16 @@ class RepairController:
             f = m.findings[fid]
             f.status, f.resolved_step = "resolved", m.step
         where = f"rolled back to step {snap.step}" if back else "no rollback"
+        try:
+            remedy.apply(self._context(finding))
+        except NotApplicable as exc:
+            self._current = None
+            record["outcome"], record["reason"] = "not applicable", str(exc)
+            self._attempt(finding, targets)
+            return
+        record["description"] = remedy.description
         _say(f"{finding.id} at step {m.step}: {where}, trying {remedy.id} ({remedy.description}), "
              f"attempt {n + 1}/{len(order)}")
-        remedy.apply(self._context(finding))
-        record["description"] = remedy.description
 
     def _verify(self) -> None:
         m = self.monitor

@@ -52,7 +52,7 @@ class Candidate:
     finding: str
     route: str                              # "patch" (a patched copy) | "runtime" (--apply)
     summary: str = ""
-    status: str = "not run"                 # verified | worse | came back | stopped | crashed
+    status: str = "not run"     # verified | worse | came back | stopped | crashed | not applicable
     metric: float | None = None
     seconds: float = 0.0
     steps: int = 0
@@ -270,6 +270,9 @@ def _judge(cand: Candidate, run: dict[str, Any], target: str, metric_name: str |
     cand.steps = rinfo.get("steps") or 0
     if rinfo.get("status") == "stopped":
         cand.status, cand.stopped_by = "stopped", rinfo.get("stopped_by")
+        return
+    if rinfo.get("not_applicable"):
+        cand.status = "not applicable"
         return
     if rinfo.get("repair_disabled"):
         cand.status = "crashed"

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from trainmedic import _patches
-from trainmedic.repair.remedies import RepairContext, Remedy
+from trainmedic.repair.remedies import NotApplicable, RepairContext, Remedy
 
 
 class _LossTransform(Remedy):
@@ -50,7 +50,7 @@ class ClassWeights(_LossTransform):
     def apply(self, ctx: RepairContext) -> None:
         counts = ctx.monitor.stream.label_counts()
         if counts is None or len(counts) < 2:
-            raise RuntimeError("no class counts to weight by")
+            raise NotApplicable("no class counts to weight by")
         counts = torch.as_tensor(counts, dtype=torch.float32).clamp_min(1)
         weight = counts.sum() / (len(counts) * counts)
         self.weights = [round(float(w), 4) for w in weight]

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from trainmedic.repair.remedies import RepairContext, Remedy
+from trainmedic.repair.remedies import NotApplicable, RepairContext, Remedy
 
 _LAYERS = (torch.nn.Linear, torch.nn.modules.conv._ConvNd)
 _SATURATING = (torch.nn.Tanh, torch.nn.Sigmoid, torch.nn.Hardtanh, torch.nn.Softsign)
@@ -64,7 +64,7 @@ class ReinitLayers(Remedy):
                     if m.bias is not None:
                         m.bias.zero_()
         if not self._saved:
-            raise RuntimeError("no symmetric Linear/Conv layer to re-initialise")
+            raise NotApplicable("no symmetric Linear/Conv layer to re-initialise")
 
     def undo(self, ctx: RepairContext) -> None:
         with torch.no_grad():
@@ -162,7 +162,7 @@ class RaiseDropout(Remedy):
                     self._saved.append((m, m.p))
                     m.p = self.p
         if not self._saved:
-            raise RuntimeError("the model has no dropout layer below p=%g" % self.p)
+            raise NotApplicable("the model has no dropout layer below p=%g" % self.p)
 
     def undo(self, ctx: RepairContext) -> None:
         for m, p in self._saved:
@@ -231,13 +231,13 @@ class NormalizeInputs(Remedy):
     def apply(self, ctx: RepairContext) -> None:
         moments = ctx.monitor.stream._moments
         if moments is None:
-            raise RuntimeError("no training-input statistics were gathered")
+            raise NotApplicable("no training-input statistics were gathered")
         n, s, ss = moments.double().cpu()
         mean = s / n
         std = (ss / n - mean ** 2).clamp_min(0).sqrt()
         std = torch.where(std > 1e-8, std, torch.ones_like(std))
         if bool(((mean.abs() < 0.1) & ((std - 1).abs() < 0.1)).all()):
-            raise RuntimeError("the inputs are standardised already")
+            raise NotApplicable("the inputs are standardised already")
 
         def pre(_model, args):
             if not args or not torch.is_tensor(args[0]) or not args[0].is_floating_point():

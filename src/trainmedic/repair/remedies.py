@@ -18,6 +18,11 @@ from typing import Any
 import torch
 
 
+class NotApplicable(Exception):
+    """The remedy does not apply to this run (no dropout layer to raise, inputs already
+    standardised...): the next remedy is tried; repair stays on."""
+
+
 @dataclass
 class RepairContext:
     monitor: Any
@@ -71,7 +76,7 @@ class ScaleLearningRate(Remedy):
         if self.factor is None:
             peak = (ctx.finding.evidence if ctx.finding is not None else {}).get("update_ratio_peak")
             if not peak or not peak > 0:
-                raise RuntimeError("the finding gives no update ratio to scale the learning rate by")
+                raise NotApplicable("the finding gives no update ratio to scale the learning rate by")
             f = min(max(self.HEALTHY_UPDATE_RATIO / peak, 3.0), 1000.0)
             self.factor = float(f"{f:.0e}")
             self.description = f"learning rate x{self.factor:g} (brings the update ratio to about 1e-2)"
@@ -196,7 +201,7 @@ class AddMissingParams(Remedy):
             params = [p for m in ctx.models for p in m.parameters()
                       if p.grad is not None and id(p) not in owned]
         if not params:
-            raise RuntimeError("no parameter is missing from the optimizers")
+            raise NotApplicable("no parameter is missing from the optimizers")
         ctx.optimizer.add_param_group({"params": params})
         self._added = ctx.optimizer.param_groups[-1]
         ctx.monitor.run.unowned_with_grad.clear()
@@ -225,7 +230,7 @@ class ScaleWeightDecay(Remedy):
     def apply(self, ctx: RepairContext) -> None:
         groups = ctx.optimizer.param_groups
         if not any(float(g.get("weight_decay", 0) or 0) > 0 for g in groups):
-            raise RuntimeError("the optimizer has no weight decay to lower")
+            raise NotApplicable("the optimizer has no weight decay to lower")
         self._saved = [g.get("weight_decay") for g in groups]
         for g in groups:
             if "weight_decay" in g:
@@ -296,7 +301,7 @@ class SgdToAdam(Remedy):
     def apply(self, ctx: RepairContext) -> None:
         opt = ctx.optimizer
         if not isinstance(opt, torch.optim.SGD):
-            raise RuntimeError(f"the optimizer is {type(opt).__name__}, not SGD")
+            raise NotApplicable(f"the optimizer is {type(opt).__name__}, not SGD")
         keep = {"_optimizer_step_pre_hooks", "_optimizer_step_post_hooks",
                 "_optimizer_state_dict_pre_hooks", "_optimizer_state_dict_post_hooks",
                 "_optimizer_load_state_dict_pre_hooks", "_optimizer_load_state_dict_post_hooks"}

@@ -11,7 +11,7 @@ import warnings
 from typing import Any
 
 from trainmedic.repair import order as _order
-from trainmedic.repair.remedies import RepairContext
+from trainmedic.repair.remedies import NotApplicable, RepairContext
 from trainmedic.repair.snapshots import find_schedulers
 
 
@@ -37,6 +37,9 @@ class StartWith:
             # constant init, raw inputs, probabilities fed to the loss) are dropped, not applied
             opt.zero_grad(set_to_none=True)
             self.monitor.sampler.discard()
+        except NotApplicable as exc:
+            self.monitor.extra_run_info["not_applicable"] = str(exc)
+            self.abandon(exc, quiet=True)
         except Exception as exc:  # noqa: BLE001 - never reaches the user's loop
             self.abandon(exc)
 
@@ -52,8 +55,9 @@ class StartWith:
             if isinstance(r, _LossTransform):
                 r.undo(None)
 
-    def abandon(self, exc: BaseException) -> None:
-        """A remedy failed to apply: undo them all, say so once, train on unchanged."""
+    def abandon(self, exc: BaseException, quiet: bool = False) -> None:
+        """A remedy failed to apply: undo them all, say so once (unless it simply does not
+        apply to this run), train on unchanged."""
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
@@ -62,6 +66,8 @@ class StartWith:
                 r.undo(self._ctx)
             except Exception:  # noqa: BLE001
                 pass
+        if quiet:
+            return
         self.monitor.extra_run_info["repair_disabled"] = f"{type(exc).__name__}: {exc}"
         msg = f"trainmedic: could not apply the remedies ({type(exc).__name__}: {exc}); training goes on unchanged"
         try:
