@@ -30,35 +30,20 @@ Findings' `caused_by` and `status` are read with .get, so older reports without 
 from __future__ import annotations
 
 import argparse
-import ast
 import concurrent.futures
 import datetime
 import fnmatch
 import glob
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _programs import ROOT, constant, git_head, machine  # beside this script
 ZOO = os.path.join(ROOT, "tests", "zoo")
-
-
-def constant(path: str, name: str, default=ValueError):
-    """A module-level constant of the program (EXPECT, ALSO, GOAL), read without running it."""
-    with open(path, encoding="utf-8") as f:
-        tree = ast.parse(f.read(), path)
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name
-                                                for t in node.targets):
-            return ast.literal_eval(node.value)
-    if default is ValueError:
-        raise ValueError(f"{path}: no {name} = ... at module level")
-    return default
 
 
 def expected(path: str):
@@ -195,32 +180,6 @@ def found_cell(row: dict) -> str:
             s += "[resolved]"
         parts.append(s)
     return ", ".join(parts) or "-"
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        import torch
-        tv = torch.__version__
-    except ImportError:
-        tv = "?"
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {tv}"
-
-
-def git_head() -> str:
-    try:
-        head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return head + (" + uncommitted changes" if dirty else "") if head else "?"
-    except (OSError, subprocess.SubprocessError):
-        return "?"
 
 
 def main(argv=None) -> int:

@@ -30,14 +30,12 @@ and imports. `--json` also keeps every run's REPAIR lines (stderr) and repair re
 from __future__ import annotations
 
 import argparse
-import ast
 import concurrent.futures
 import datetime
 import fnmatch
 import glob
 import json
 import os
-import platform
 import re
 import shlex
 import statistics
@@ -46,21 +44,10 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _programs import ROOT, constant, git_head, machine  # beside this script
 PROGRAMS = os.path.join(ROOT, "benchmarks", "repair_programs")
 TOLERANCE = 0.10                  # a repaired metric may fall short of the clean one by this much
 FINAL = re.compile(rb"^FINAL\s+([\w.^-]+)=(\S+)\s*$")
-
-
-def constant(path: str, name: str, default=None):
-    """A module-level constant of the program (FINDING, REMEDY), read without running it."""
-    with open(path, encoding="utf-8") as f:
-        tree = ast.parse(f.read(), path)
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name
-                                                for t in node.targets):
-            return ast.literal_eval(node.value)
-    return default
 
 
 def pairs(patterns: list[str] | None) -> list[str]:
@@ -134,7 +121,7 @@ def run_pair(name: str, python: str, timeout: float, threads: int, fix: bool = F
             "bug": execute([python, bug], timeout, threads),
             "repair": execute(tm[:5] + ["--no-live"] + tm[5:] + [bug], timeout, threads),
             "clean_repair": execute(tm + [clean], timeout, threads)}
-    row = judge(name, constant(bug, "FINDING"), constant(bug, "REMEDY"), runs)
+    row = judge(name, constant(bug, "FINDING", None), constant(bug, "REMEDY", None), runs)
     if fix:
         run = execute([python, "-m", "trainmedic.cli", "fix", "--out-dir", "{run_dir}", bug],
                       timeout * 8, threads)
@@ -215,32 +202,6 @@ def summary(rows: list[dict]) -> dict:
 
 def fmt(v) -> str:
     return "-" if v is None else f"{v:.4g}"
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        import torch
-        tv = torch.__version__
-    except ImportError:
-        tv = "?"
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {tv}"
-
-
-def git_head() -> str:
-    try:
-        head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return head + (" + uncommitted changes" if dirty else "") if head else "?"
-    except (OSError, subprocess.SubprocessError):
-        return "?"
 
 
 def main(argv=None) -> int:

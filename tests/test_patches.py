@@ -489,7 +489,7 @@ CLASSIFIER = src("""
 
 
 def test_softmax_returned_by_forward_is_removed():
-    patch = patched("remove_softmax_before_loss", CLASSIFIER)
+    patch = patched("loss_gets_logits", CLASSIFIER)
     assert changes(CLASSIFIER, patch.source)[1] == ["        return self.fc2(h)  # probabilities"]
     out = run(patch.source)["Net"]()(torch.randn(5, 4))
     assert not torch.allclose(out.sum(1), torch.ones(5))
@@ -515,7 +515,7 @@ def test_softmax_forms_in_forward(ret, logits):
 
         loss = F.cross_entropy(Net()(x), y)
     """)
-    assert changes(source, patched("remove_softmax_before_loss", source).source) == (
+    assert changes(source, patched("loss_gets_logits", source).source) == (
         [f"        return {ret}"], [f"        return {logits}"])
 
 
@@ -533,7 +533,7 @@ def test_trailing_softmax_layer_of_a_sequential_is_removed():
         small = nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=1))
         loss_fn = nn.CrossEntropyLoss()
     """)
-    patch = patched("remove_softmax_before_loss", source)
+    patch = patched("loss_gets_logits", source)
     assert changes(source, patch.source) == (
         ["    nn.Softmax(dim=1),  # probabilities",
          "small = nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=1))"],
@@ -548,7 +548,7 @@ def test_trailing_softmax_layer_of_a_sequential_is_removed():
     CLASSIFIER.replace("F.softmax(", "F.log_softmax("),
 ], ids=["no-cross-entropy", "nll-loss", "log-softmax"])
 def test_softmax_that_is_not_before_cross_entropy_gives_none(source):
-    assert patch_for("remove_softmax_before_loss", source) is None
+    assert patch_for("loss_gets_logits", source) is None
 
 
 # --- SGD to Adam --------------------------------------------------------------------------
@@ -664,7 +664,7 @@ def test_diff_headers():
 
 @pytest.mark.skipif(shutil.which("patch") is None, reason="the patch program is not installed")
 @pytest.mark.parametrize("remedy, source", [
-    ("clip_grad_norm", TRAIN), ("remove_softmax_before_loss", CLASSIFIER),
+    ("clip_grad_norm", TRAIN), ("loss_gets_logits", CLASSIFIER),
     ("reinit_layers", CLASSIFIER.replace("(16, 3)\n", "(16, 3)\n        self.fc1.weight.data.zero_()\n")),
     ("zero_grad_each_step", ACCUMULATING.rstrip("\n")),
 ], ids=["insert", "replace", "delete", "no-final-newline"])

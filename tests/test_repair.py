@@ -319,21 +319,26 @@ def test_mode_switches_and_input_normalisation():
     model(torch.randn(3, 2))
     assert model.training
     tr.undo(None)
-    seen = []
     probe = torch.nn.Linear(2, 1)
-    probe.register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()))
     x = torch.randn(1000, 2) * torch.tensor([100.0, 0.01]) + torch.tensor([50.0, -3.0])
     rows = x.double()
     stream = type("S", (), {"_moments": torch.stack([torch.full((2,), 1000.0, dtype=torch.float64),
                                                        rows.sum(0), rows.pow(2).sum(0)])})()
     norm = NormalizeInputs()
     norm.apply(_ctx(probe, opt, stream=stream))
+    seen = []
+    probe.register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()))   # after the remedy's
     probe(x)
-    # the hook runs after the recording one: the model itself sees the standardised input
-    out = torch.nn.functional.linear(torch.zeros(1, 2), probe.weight, probe.bias)
-    assert out.shape == (1, 1)
+    assert torch.allclose(seen[0].mean(0), torch.zeros(2), atol=1e-4)
+    assert torch.allclose(seen[0].std(0), torch.ones(2), atol=1e-2)
     norm.undo(None)
-    assert len(seen) == 1
+    probe(x)
+    assert torch.equal(seen[1], x)                                    # undone: raw inputs again
+    standard = type("S", (), {"_moments": torch.stack([torch.full((2,), 10.0, dtype=torch.float64),
+                                                         torch.zeros(2, dtype=torch.float64),
+                                                         torch.full((2,), 10.0, dtype=torch.float64)])})()
+    with pytest.raises(remedies_mod.NotApplicable, match="standardised already"):
+        NormalizeInputs().apply(_ctx(probe, opt, stream=standard))
 
 
 def test_order_table_names_only_known_remedies_and_every_finding_has_a_priority():
@@ -372,3 +377,32 @@ def test_a_remedy_that_does_not_apply_is_skipped_and_repair_stays_on(tmp_path):
     assert ("lr_scale_0.1", "kept") in outcomes
     assert "repair_disabled" not in rep.run
     assert not [w for w in caught if "repair" in str(w.message)]
+
+
+def test_loss_trends_are_not_judged_once_learning_was_stopped_on_purpose():
+    """Early stopping sets every LR to 0: a flat loss afterwards is no `loss_not_decreasing` and a
+    rise before it no `loss_diverging` (RunState.frozen); the same curves fire otherwise. After a
+    rollback the segment starts at the snapshot's loss (RunState.initial_hint), not at one batch."""
+    from trainmedic.detectors.loss import LossDiverging, LossNotDecreasing
+    from trainmedic.history import RunState
+    from trainmedic.params import ParamTable
+    flat = RunState(ParamTable())
+    flat.loss_steps = np.stack([np.arange(400.0), np.full(400, 2.3)], axis=1)
+    rising = RunState(ParamTable())
+    rising.loss_steps = np.stack([np.arange(400.0), np.r_[np.linspace(2.3, 0.2, 200),
+                                                          np.linspace(0.2, 2.0, 200)]], axis=1)
+    assert LossNotDecreasing().evaluate(flat, set(), False) is not None
+    assert LossDiverging().evaluate(rising, set(), False) is not None
+    flat.frozen = rising.frozen = True
+    flat._smoothed = rising._smoothed = None
+    assert LossNotDecreasing().evaluate(flat, set(), False) is None
+    assert LossDiverging().evaluate(rising, set(), False) is None
+    # one batch of a trained model as the start (0.002), then the loss of a weighted loss: no
+    # explosion once the start is the snapshot's smoothed loss
+    spiky = RunState(ParamTable())
+    values = np.full(50, 0.25)
+    values[0], values[20] = 0.002, 0.35
+    spiky.loss_steps = np.stack([np.arange(50.0), values], axis=1)
+    assert "exploded" in LossDiverging().evaluate(spiky, set(), False).message
+    spiky.initial_hint, spiky._smoothed = 0.25, None
+    assert LossDiverging().evaluate(spiky, set(), False) is None

@@ -76,8 +76,9 @@ def _wrap_loss(name: str, fn):
         if not _active:
             return fn(*args, **kwargs)
         evaluating = any(m.validation.is_eval_loss() for m in _active)
-        for transform in list(loss_transforms):
-            args, kwargs = transform(name, args, kwargs, evaluating)
+        if loss_transforms:
+            for transform in list(loss_transforms):
+                args, kwargs = transform(name, args, kwargs, evaluating)
         result = fn(*args, **kwargs)
         output = args[0] if args else kwargs.get("input")
         target = args[1] if len(args) > 1 else kwargs.get("target")

@@ -31,9 +31,17 @@ class Guard:
         if piece in self.disabled:
             return
         self.disabled[piece] = f"{type(exc).__name__}: {exc}"
-        message = (f"trainmedic: internal error in {piece} ({type(exc).__name__}: {exc}); "
-                   f"{piece} is disabled for the rest of this run, training is unaffected")
+        warn(f"trainmedic: internal error in {piece} ({type(exc).__name__}: {exc}); "
+             f"{piece} is disabled for the rest of this run, training is unaffected", stacklevel=4)
+
+
+def warn(message: str, stacklevel: int = 3) -> None:
+    """A RuntimeWarning that never reaches user code as an exception (under ``-W error`` it is
+    printed to stderr instead)."""
+    try:
+        warnings.warn(message, RuntimeWarning, stacklevel=stacklevel)
+    except Exception:  # noqa: BLE001
         try:
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
-        except Exception:  # noqa: BLE001 - e.g. -W error: the warning must not reach user code
             print(message, file=sys.stderr)
+        except Exception:  # noqa: BLE001
+            pass

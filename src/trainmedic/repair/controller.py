@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import math
 import sys
-import warnings
 from typing import Any
 
 import numpy as np
 import torch
 
+from trainmedic._safety import warn
 from trainmedic.findings import Severity
 from trainmedic.repair import order as _order
 from trainmedic.repair.remedies import NotApplicable, RepairContext, Remedy
@@ -347,16 +347,14 @@ class RepairController:
     def finish(self) -> None:
         """The run ended: an attempt still being verified stays applied, marked as such; loss
         transforms are taken out (they belong to this run's loss calls)."""
-        from trainmedic.repair.loss_remedies import _LossTransform
+        from trainmedic.repair.loss_remedies import release
         cur, self._current = self._current, None
         if cur is not None:
             cur["record"]["outcome"] = "unverified"
             cur["record"]["reason"] = "the run ended before the verification window did"
             self.kept.append(cur["remedy"])
         self._remove_first_hook()
-        for r in self.kept:
-            if isinstance(r, _LossTransform):
-                r.undo(None)
+        release(self.kept)
 
     def _fail(self, why: str) -> None:
         m = self.monitor
@@ -407,15 +405,8 @@ class RepairController:
         if self._warned:
             return
         self._warned = True
-        msg = (f"trainmedic: repair switched off after an internal error ({type(exc).__name__}: "
-               f"{exc}); the remedy being tried was undone, training goes on unrepaired")
-        try:
-            warnings.warn(msg, RuntimeWarning, stacklevel=2)
-        except Exception:  # noqa: BLE001 - e.g. under -W error
-            try:
-                print(msg, file=sys.stderr)
-            except Exception:  # noqa: BLE001
-                pass
+        warn(f"trainmedic: repair switched off after an internal error ({type(exc).__name__}: "
+             f"{exc}); the remedy being tried was undone, training goes on unrepaired")
 
 
 def _say(text: str) -> None:

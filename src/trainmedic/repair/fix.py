@@ -35,9 +35,7 @@ from typing import Any, Callable
 from trainmedic.repair import order as _order
 from trainmedic.repair.remedies import ScaleLearningRate
 
-PATCH_NAMES = {"loss_gets_logits": "remove_softmax_before_loss"}   # remedy -> its literal edit
 MINIMIZE_WORDS = ("loss", "error", "mse", "mae", "rmse", "perplexity")
-NOT_FROM_START = {"early_stopping"}       # needs a best point to go back to: in-run only
 CATASTROPHES = ("nonfinite_loss", "loss_diverging")
 # class weights trade accuracy for the minority classes' recall: judged on balanced accuracy
 TARGET_METRICS = {"class_imbalance": "recall_macro"}
@@ -124,7 +122,7 @@ def run_fix(script: str, args: list[str] | tuple[str, ...] = (), *, metric: str 
         for remedy in _candidates(target, found[target]):
             if len(result.candidates) >= max_candidates:
                 break
-            patch = patch_for(PATCH_NAMES.get(remedy, remedy), source, info)
+            patch = patch_for(remedy, source, info)
             cand = Candidate(remedy=remedy, finding=target, route="patch" if patch else "runtime",
                              summary=patch.summary if patch else _order.make(remedy).description)
             result.candidates.append(cand)
@@ -162,14 +160,13 @@ def _metric_only(target: str) -> bool:
 def _candidates(target: str, finding: dict[str, Any]) -> list[str]:
     out = []
     for remedy in _order.ORDER[target]:
-        if remedy in NOT_FROM_START:
+        if not _order.make(remedy).from_start:
             continue
         if remedy == "lr_to_healthy_updates":        # a concrete factor, so the patch can say it
             peak = finding.get("evidence", {}).get("update_ratio_peak")
             if not peak:
                 continue
-            f = min(max(ScaleLearningRate.HEALTHY_UPDATE_RATIO / peak, 3.0), 1000.0)
-            remedy = f"lr_scale_{float(f'{f:.0e}'):g}"
+            remedy = f"lr_scale_{ScaleLearningRate.healthy_factor(peak):g}"
         out.append(remedy)
     return out
 

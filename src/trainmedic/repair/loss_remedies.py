@@ -28,6 +28,14 @@ class _LossTransform(Remedy):
         self._transform = None
 
 
+def release(remedies: list[Remedy]) -> None:
+    """The run ended: take out the loss transforms among ``remedies`` (they belong to this
+    run's loss calls, not to the next monitor's)."""
+    for r in remedies:
+        if isinstance(r, _LossTransform):
+            r.undo(None)
+
+
 def _arg(args: tuple, kwargs: dict, i: int, name: str) -> Any:
     return args[i] if len(args) > i else kwargs.get(name)
 

@@ -680,7 +680,7 @@ _REWRITES = {
     "clip_grad_norm": _clip,
     "add_missing_params": _add_missing,
     "reinit_layers": _reinit,
-    "remove_softmax_before_loss": _remove_softmax,
+    "loss_gets_logits": _remove_softmax,          # the softmax before CE, as a source edit
     "sgd_to_adam": _sgd_to_adam,
     "eval_mode_for_evaluation": _eval_mode,
 }

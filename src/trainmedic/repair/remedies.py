@@ -43,6 +43,7 @@ class Remedy:
     description: str = ""
     verify: str = "loss"                         # loss | finding | val
     rollback: bool = True                        # go back to a snapshot before applying
+    from_start: bool = True                      # meaningful from step 0 (a `trainmedic fix` candidate)
 
     def apply(self, ctx: RepairContext) -> None:
         raise NotImplementedError
@@ -77,8 +78,7 @@ class ScaleLearningRate(Remedy):
             peak = (ctx.finding.evidence if ctx.finding is not None else {}).get("update_ratio_peak")
             if not peak or not peak > 0:
                 raise NotApplicable("the finding gives no update ratio to scale the learning rate by")
-            f = min(max(self.HEALTHY_UPDATE_RATIO / peak, 3.0), 1000.0)
-            self.factor = float(f"{f:.0e}")
+            self.factor = self.healthy_factor(peak)
             self.description = f"learning rate x{self.factor:g} (brings the update ratio to about 1e-2)"
         groups = [{k: g[k] for k in ("lr", "initial_lr") if k in g} for g in ctx.optimizer.param_groups]
         bases = [list(s.base_lrs) for s in ctx.schedulers]
@@ -91,6 +91,13 @@ class ScaleLearningRate(Remedy):
             s.base_lrs = [_scaled(b, self.factor) for b in s.base_lrs]
             if hasattr(s, "_last_lr"):
                 s._last_lr = [g["lr"] for g in s.optimizer.param_groups]
+
+    @classmethod
+    def healthy_factor(cls, update_ratio_peak: float) -> float:
+        """The factor bringing ``update_ratio_peak`` to HEALTHY_UPDATE_RATIO, in [3, 1000], one
+        significant digit."""
+        f = min(max(cls.HEALTHY_UPDATE_RATIO / update_ratio_peak, 3.0), 1000.0)
+        return float(f"{f:.0e}")
 
     def undo(self, ctx: RepairContext) -> None:
         if self._saved is None:
@@ -363,6 +370,7 @@ class EarlyStopping(Remedy):
     cost = "cheap"
     description = "early stopping: back to the best validation point, no further updates"
     verify = "finding"
+    from_start = False                           # needs a best point to go back to
 
     def __init__(self) -> None:
         self._scale = ScaleLearningRate(0.0)

@@ -6,10 +6,9 @@ the controller's part on the monitor's control channel (``after_tick``, ``finish
 
 from __future__ import annotations
 
-import sys
-import warnings
 from typing import Any
 
+from trainmedic._safety import warn
 from trainmedic.repair import order as _order
 from trainmedic.repair.remedies import NotApplicable, RepairContext
 from trainmedic.repair.snapshots import find_schedulers
@@ -49,11 +48,9 @@ class StartWith:
             self._hook = None
 
     def finish(self) -> None:
-        from trainmedic.repair.loss_remedies import _LossTransform
+        from trainmedic.repair.loss_remedies import release
         self.after_tick()
-        for r in self.remedies:
-            if isinstance(r, _LossTransform):
-                r.undo(None)
+        release(self.remedies)
 
     def abandon(self, exc: BaseException, quiet: bool = False) -> None:
         """A remedy failed to apply: undo them all, say so once (unless it simply does not
@@ -69,8 +66,5 @@ class StartWith:
         if quiet:
             return
         self.monitor.extra_run_info["repair_disabled"] = f"{type(exc).__name__}: {exc}"
-        msg = f"trainmedic: could not apply the remedies ({type(exc).__name__}: {exc}); training goes on unchanged"
-        try:
-            warnings.warn(msg, RuntimeWarning, stacklevel=2)
-        except Exception:  # noqa: BLE001
-            print(msg, file=sys.stderr)
+        warn(f"trainmedic: could not apply the remedies ({type(exc).__name__}: {exc}); "
+             f"training goes on unchanged")
