@@ -11,3 +11,19 @@ sys.path.insert(0, ZOO)
 def _in_tmp(tmp_path, monkeypatch):
     """Every test runs in its own folder, so default run directories never litter the repo."""
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server on loopback for the whole session (tests/pg_server.py); skips with the
+    reason where none can run."""
+    import pg_server
+
+    reason = pg_server.unavailable_reason()
+    if reason:
+        pytest.skip(f"PostgreSQL tests need a server: {reason}")
+    server = pg_server.PostgresServer(pg_server.find_bin_dir())
+    try:
+        yield server.start()
+    finally:
+        server.stop()

@@ -1,7 +1,8 @@
 """Planted bug: a wide MLP (with only light dropout) trained for 60 epochs on just 150 digit
 images, with no early stopping: the validation loss bottoms out early and then climbs while
 the training loss goes to zero. The clean twin stops after 12 epochs.
-FINDING = "overfitting"; REMEDY = "weight_decay_up" (or "dropout_up" / "early_stopping").
+FINDING = "overfitting"; REMEDY = "early_stopping" (weight_decay_up and dropout_up are tried
+first and fail: neither brings the validation loss back to its best within the verification).
 Metric: validation accuracy (higher is better)."""
 import torch
 import torch.nn.functional as F
@@ -10,7 +11,7 @@ from torch import nn
 from _data import digits
 
 FINDING = "overfitting"
-REMEDY = "weight_decay_up"
+REMEDY = "early_stopping"
 EPOCHS = 60
 
 torch.manual_seed(0)

@@ -3,6 +3,8 @@
     monitor = trainmedic.watch(model, optimizer)
     ... training loop ...
     print(monitor.report())
+
+    study = trainmedic.tune(train_fn, {"lr": "log:1e-4:1"}, n_trials=40)   # the tune extra
 """
 
 from trainmedic._version import __version__
@@ -13,4 +15,12 @@ from trainmedic.early_stopping import EarlyStopping
 from trainmedic.monitor import Monitor, StopTraining, watch
 
 __all__ = ["CATALOG", "EarlyStopping", "Finding", "Monitor", "Report", "Severity", "StopTraining", "__version__",
-           "checkup", "watch"]
+           "checkup", "tune", "watch"]
+
+
+def __getattr__(name: str):
+    """``trainmedic.tune``, imported on first use (it needs Optuna, the ``tune`` extra)."""
+    if name == "tune":
+        from trainmedic.search import tune
+        return tune
+    raise AttributeError(f"module 'trainmedic' has no attribute {name!r}")

@@ -41,10 +41,10 @@ def _install() -> None:
     @functools.wraps(backward)
     def patched_backward(self, *args, **kwargs):
         for m in list(_active):
-            m._on_backward_start(self)
+            m.hooks.on_backward_start(self)
         result = backward(self, *args, **kwargs)
         for m in list(_active):
-            m._on_backward_end(self)
+            m.hooks.on_backward_end(self)
         return result
 
     torch.Tensor.backward = patched_backward
@@ -59,7 +59,7 @@ def _install() -> None:
             result = scale(self, outputs)
             if torch.is_tensor(result):
                 for m in list(_active):
-                    m._on_scaled_loss(result, self)
+                    m.hooks.on_scaled_loss(result, self)
             return result
 
         scaler_cls.scale = patched_scale
@@ -87,11 +87,11 @@ def _wrap_loss(name: str, fn):
             ignore = kwargs.get("ignore_index", args[4] if len(args) > 4 else -100)
             ignore = -100 if isinstance(ignore, bool) else ignore
             for m in list(_active):
-                m._on_eval_loss(name, output, target, result, ignore_index=ignore,
-                                summed=kwargs.get("reduction") == "sum")
+                m.hooks.on_eval_loss(name, output, target, result, ignore_index=ignore,
+                                     summed=kwargs.get("reduction") == "sum")
         else:
             for m in list(_active):
-                m._on_train_loss_call(name, target, kwargs)
+                m.hooks.on_train_loss_call(name, target, kwargs)
         return result
     return loss_function
 

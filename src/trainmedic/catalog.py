@@ -284,7 +284,7 @@ CAUSES: dict[str, tuple[str, ...]] = {
                              "class_imbalance", "label_noise",
                              "unshuffled_data", "regularization_dominates", "symmetric_weights",
                              "dead_relu", "saturated_activation", "vanishing_gradient",
-                             "learning_rate_too_high", "frozen_random_layers"),
+                             "learning_rate_too_high", "exploding_gradient", "frozen_random_layers"),
     "loss_not_decreasing": _NOT_LEARNING,
     "underfitting": _NOT_LEARNING,
     "loss_at_init_unexpected": ("label_out_of_range", "loss_input_mismatch", "class_imbalance",

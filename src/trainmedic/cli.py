@@ -72,9 +72,9 @@ def run(json_path, html_path, tensorboard, fail_on, count_resolved, every, run_d
             except ValueError as exc:
                 raise click.BadParameter(str(exc), param_hint="--apply") from None
         options = {"apply": list(apply_)}
-    from trainmedic.monitor import _stop_set
+    from trainmedic.engine import stop_set
     try:
-        _stop_set(stop_on)
+        stop_set(stop_on)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--stop-on") from None
     code = None
@@ -150,6 +150,69 @@ def fix(metric, write_patch, all_candidates, max_candidates, out_dir, timeout, s
             click.echo(f"\npatch written to {write_patch} (apply with: patch -p1 < {write_patch})")
     click.echo(f"runs and fix.json in {result.out_dir}")
     sys.exit(0 if winner is not None else 4)
+
+
+@main.command(context_settings={"ignore_unknown_options": True,
+                                "allow_interspersed_args": False})
+@click.option("--param", "params", multiple=True, required=True, metavar="NAME=KIND:SPEC",
+              help="A parameter to tune (repeatable): NAME=log:LOW:HIGH, float:LOW:HIGH, "
+                   "int:LOW:HIGH, intlog:LOW:HIGH or choice:A,B,C. It reaches the script through "
+                   "its argparse flag NAME, else the optimizer (lr, weight_decay, momentum, "
+                   "betas...), else the DataLoader (batch_size).")
+@click.option("--trials", type=int, default=40, show_default=True,
+              help="Finished (complete or pruned) trials the study should hold.")
+@click.option("--metric", default="val_loss", show_default=True,
+              help="The validation metric to optimise (as the report names it: val_acc, val_loss...).")
+@click.option("--direction", help="maximize or minimize (default: minimize losses and errors, "
+                                  "maximize anything else).")
+@click.option("--sampler", default="tpe", show_default=True, help="grid, random, tpe or gp.")
+@click.option("--grid-points", type=int, default=5, show_default=True,
+              help="Values per numeric range on the grid sampler.")
+@click.option("--seed", type=int, help="The sampler's seed (reproducible studies).")
+@click.option("--pruner", default="median", show_default=True,
+              help="Optuna's pruner on the metric per epoch: median, hyperband or none.")
+@click.option("--diagnosis/--no-diagnosis", default=True, show_default=True,
+              help="Stop a trial as soon as an error finding of the training dynamics appears.")
+@click.option("--storage", help="An Optuna storage URL shared by workers (postgresql://..., "
+                                "sqlite:///..., journal:PATH); default: a SQLite file in the output folder.")
+@click.option("--study", "study_name", help="The study's name (default: the script's); an existing "
+                                            "study is resumed.")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Processes on this machine working on the study.")
+@click.option("--out-dir", type=click.Path(file_okay=False),
+              help="Folder for the trials' runs (default: trainmedic-runs/<timestamp>-tune-<script>).")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False),
+              help="Also write the HTML report here (<out dir>/tune.html is always written).")
+@click.option("--every", type=click.IntRange(min=1, max=10_000), default=25, show_default=True,
+              help="Steps between host reads of the statistics.")
+@click.option("--grace-period", type=int, default=30, show_default=True,
+              help="With a database --storage: seconds after which the trial of a worker that went "
+                   "silent (killed) ends FAIL and is run again once.")
+@click.option("--worker", is_flag=True, hidden=True, help="Work on the study, report nothing.")
+@click.argument("script", type=click.Path(exists=True, dir_okay=False))
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
+def tune(params, trials, metric, direction, sampler, grid_points, seed, pruner, diagnosis, storage,
+         study_name, workers, out_dir, html_path, every, grace_period, worker, script, script_args) -> None:
+    """Search SCRIPT's hyperparameters with Optuna, stopping bad trials early by diagnosis."""
+    try:
+        from trainmedic.search import format_summary, summarize, tune_script, write_reports
+    except ImportError as exc:
+        raise click.ClickException(str(exc))
+    echo = (lambda m: None) if worker else (lambda m: click.echo(m, err=True))
+    try:
+        result = tune_script(script, list(script_args), params, trials=trials, metric=metric,
+                             direction=direction, sampler=sampler, seed=seed, grid_points=grid_points,
+                             storage=storage, study_name=study_name, pruner=pruner,
+                             diagnosis=diagnosis, workers=workers, out_dir=out_dir, every=every,
+                             grace_period=grace_period, echo=echo)
+    except (ValueError, ImportError) as exc:
+        raise click.UsageError(str(exc)) from None
+    if worker:
+        return
+    summary = summarize(result.study)
+    click.echo(format_summary(summary))
+    written = write_reports(result, summary, html_path)
+    click.echo(f"study, runs and reports in {result.out_dir} ({', '.join(written)})")
 
 
 @main.command()

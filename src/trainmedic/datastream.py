@@ -37,6 +37,9 @@ PROBE_FEATURES = 256
 CLASS_LOSSES = ("cross_entropy", "nll_loss")
 BINARY_LOSSES = ("binary_cross_entropy_with_logits", "binary_cross_entropy")
 REGRESSION_LOSSES = ("mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss")
+# training that broke explains a network stuck at the no-information loss: not the labels' fault
+BROKEN_TRAINING = frozenset({"loss_diverging", "nonfinite_loss", "nonfinite_gradient",
+                             "exploding_gradient", "dead_relu"})
 
 
 class DataStream:
@@ -210,15 +213,17 @@ class DataStream:
         self.pairs_y.append(rows[:, -1])
 
     # -- decisions ---------------------------------------------------------------------------------
-    def findings(self, run, model_loss: np.ndarray, final: bool = False) -> list[Finding]:
+    def findings(self, run, model_loss: np.ndarray, final: bool = False,
+                 active: "set[str] | frozenset[str]" = frozenset()) -> list[Finding]:
         """New findings from everything streamed so far (each id at most once per run). The
-        evaluation data is judged when an evaluation phase ended (and at the end)."""
+        evaluation data is judged when an evaluation phase ended (and at the end). ``active``:
+        the ids of the run's active findings."""
         out: list[Finding] = []
         judge_eval, self._fresh_eval = self._fresh_eval or final, False
         for fid, judge in (("class_imbalance", self._imbalance), ("unshuffled_data", self._unshuffled),
                            ("train_val_leakage", lambda: self._leakage(final)),
                            ("preprocessing_mismatch", self._mismatch),
-                           ("label_noise", lambda: self._label_signal(run, model_loss))):
+                           ("label_noise", lambda: self._label_signal(run, model_loss, active))):
             if fid in self.decided or (fid in ("train_val_leakage", "preprocessing_mismatch")
                                        and not judge_eval):
                 continue
@@ -288,11 +293,12 @@ class DataStream:
         st, sv = np.sqrt(np.maximum(ss / n - mt ** 2, 0)), np.sqrt(np.maximum(vss / vn - mv ** 2, 0))
         return mismatch_finding(mt, st, mv, sv, batches=f" ({len(own)} evaluation batches)")
 
-    def _label_signal(self, run, model_loss: np.ndarray):
+    def _label_signal(self, run, model_loss: np.ndarray, active):
         """Labels that carry no signal: a simple probe on the sampled (input, label) pairs finds
         nothing to predict, and the network's own loss sits flat at the labels'
-        no-information level."""
-        if run.step < 100 or len(model_loss) < 100 or run.adversarial or self.weighted:
+        no-information level, with no broken training (``BROKEN_TRAINING``) to explain it."""
+        if (run.step < 100 or len(model_loss) < 100 or run.adversarial or self.weighted
+                or BROKEN_TRAINING & set(active)):
             return None          # (a class-weighted loss has another no-information level)
         pairs = sum(len(a) for a in self.pairs_x)
         if pairs >= 2 * self._probed_with:                   # more data: probe again

@@ -182,7 +182,7 @@ class RunState:
         if len(finite_lrs):
             self.lr_max = max(self.lr_max, float(finite_lrs.max()))
         self.ticks.append(
-            step=t.step,
+            step=t.step, first_step=t.first_step,
             loss_median=float(np.median(finite_losses)) if len(finite_losses) else np.nan,
             loss_n=int(len(finite_losses)),
             loss_swing=float(np.median(np.abs(np.diff(finite_losses)))) if len(finite_losses) > 2 else np.nan,
@@ -190,7 +190,8 @@ class RunState:
             grad_median=gmed, grad_max=gmax,
             update_ratio=t.update_ratio, weight_norm=t.weight_norm, sample_grad=t.sample_grad,
             activations=t.activations, predictions=t.predictions,
-            grad_total=float(np.sqrt(np.nansum(np.where(np.isfinite(gmed), gmed, 0) ** 2))),
+            grad_total=_total(gmed), grad_total_max=_total(gmax),
+            sample_grad_total=_total(t.sample_grad) if t.sample_grad is not None else np.nan,
             **self._sampled_step_summary(t),
         )
 
@@ -256,3 +257,8 @@ class RunState:
 
     def matrix_params(self) -> list[int]:
         return [i.index for i in self.params.infos if i.is_matrix]
+
+
+def _total(norms: np.ndarray) -> float:
+    """The global norm of per-parameter norms, non-finite entries left out."""
+    return float(np.sqrt(np.nansum(np.where(np.isfinite(norms), norms, 0) ** 2)))

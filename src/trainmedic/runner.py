@@ -129,8 +129,8 @@ def run_script_outcome(script: str, args: list[str] | tuple[str, ...] = (), *,
         code = _exit_code(exc.code)
     except StopTraining as exc:
         outcome = "stopped"
-        monitor.extra_run_info["stopped_by"] = exc.finding.id
-        print(f"trainmedic: stopped at step {monitor.step}: {exc.finding.id}", file=real_err, flush=True)
+        monitor.extra_run_info["stopped_by"] = exc.reason
+        print(f"trainmedic: stopped at step {monitor.step}: {exc.reason}", file=real_err, flush=True)
     except KeyboardInterrupt:
         outcome, code = "interrupted", INTERRUPTED_EXIT_CODE
         _print_user_traceback(script)

@@ -9,6 +9,8 @@ from trainmedic.detectors.base import Detector, Verdict, g
 from trainmedic.history import RunState
 
 HUGE_RELATIVE_GRADIENT = 1e4     # |g|/|w| of a weight matrix; healthy runs stay below ~10
+SPIKE = 100          # a step's gradient norm this many times its window's median is a spike
+SPIKE_SAMPLE = 10    # a sampled step this far above its window's median is part of a spike
 
 
 def relative_gradient_peaks(run: RunState) -> list[tuple[int, float, str, bool]]:
@@ -16,6 +18,28 @@ def relative_gradient_peaks(run: RunState) -> list[tuple[int, float, str, bool]]
     step, its name, whether every sampled gradient was finite)."""
     return [(int(r["step"]), r["rel_grad_peak"], r["rel_grad_param"], r["sample_finite"])
             for r in run.ticks.scan() if "rel_grad_peak" in r]
+
+
+def spiking_ticks(run: RunState) -> set[int]:
+    """Ticks whose sampled step had a gradient norm >= SPIKE_SAMPLE x its window's median: its
+    update ratio measures the spike, not the learning rate."""
+    return {int(r["step"]) for r in run.ticks.scan()
+            if r.get("grad_total", 0) > 0 and r.get("sample_grad_total", 0) >= SPIKE_SAMPLE * r["grad_total"]}
+
+
+def _spike_before_jump(run: RunState) -> dict | None:
+    """A tick window where one step's gradient norm was >= SPIKE x the window's median, and
+    the loss peaked inside that window or right after it."""
+    s, v = run.loss_curve()
+    if not len(v):
+        return None
+    peak = int(s[int(np.argmax(v))])
+    for r in run.ticks.scan():
+        med, top = r.get("grad_total", 0), r.get("grad_total_max", 0)
+        if med > 0 and top >= SPIKE * med and r["first_step"] <= peak <= r["step"]:
+            return {"spike_ratio": top / med, "peak_norm": top, "median_norm": med,
+                    "steps": [int(r["first_step"]), int(r["step"]) - 1], "loss_peak_step": peak}
+    return None
 
 
 class NonfiniteGradient(Detector):
@@ -97,8 +121,9 @@ class VanishingGradient(Detector):
 
 class ExplodingGradient(Detector):
     """Relative gradients grow >= 1000x steadily toward the input (last two ticks); or a weight
-    matrix's gradient is >= 1e4x its norm (two ticks, or with non-finite values); or the
-    gradient norm grew >= 1000x from its early level and the run diverged."""
+    matrix's gradient is >= 1e4x its norm (two ticks, or with non-finite values); or the loss
+    diverged right after a step whose gradient norm was >= 100x its window's median (a spike);
+    or the gradient norm grew >= 1000x from its early level and the run diverged."""
 
     id = "exploding_gradient"
 
@@ -120,6 +145,14 @@ class ExplodingGradient(Detector):
                 f"(healthy: below about 10): one step at lr 1e-3 would change it "
                 f"{g(peak * 1e-3)}x its size.", where=name, step=int(step),
                 evidence={"relative_gradient": peak, "parameter": name})
+        spike = _spike_before_jump(run) if "loss_diverging" in reported else None
+        if spike is not None:
+            first, last = spike["steps"]
+            return Verdict(
+                f"One step's gradient norm reached {g(spike['peak_norm'])}, {g(spike['spike_ratio'])}x "
+                f"the median of steps {first}-{last} ({g(spike['median_norm'])}), and the loss peaked "
+                f"right after, at step {spike['loss_peak_step']}: a gradient spike threw the weights "
+                f"off.", step=spike["loss_peak_step"], evidence=spike)
         totals = [(r["step"], r["grad_total"]) for r in run.ticks.scan() if r["grad_total"] > 0]
         if len(totals) < 3:
             return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from trainmedic.detectors.base import Detector, Verdict, g, matrix_update_medians
-from trainmedic.detectors.gradients import relative_gradient_peaks
+from trainmedic.detectors.gradients import relative_gradient_peaks, spiking_ticks
 from trainmedic.detectors.loss import relative_decrease
 
 # Big steps that these findings already explain are not the learning rate's fault.
@@ -60,9 +60,10 @@ class LearningRateTooHigh(Detector):
             return None
         symptoms = [s for s in HIGH_SYMPTOMS if s in reported]
         # Only steps whose gradients are of healthy size count: huge steps from exploding
-        # gradients are the gradients' fault, not the learning rate's.
+        # gradients or a gradient spike are the gradients' fault, not the learning rate's.
+        spiking = spiking_ticks(run)
         healthy = {step for step, rel, _, finite in relative_gradient_peaks(run)
-                   if finite and rel < 1e3}
+                   if finite and rel < 1e3 and step not in spiking}
         rows = [r for r in run.ticks.scan() if r["step"] in healthy]
         meds = matrix_update_medians(run, rows)
         limit = too_big(run)

@@ -60,7 +60,7 @@ class TrainmedicCallback(Watcher, pl.Callback):
         Lightning calls on_before_optimizer_step, several times per step)."""
         if self.monitor is not None and id(opt) not in self._measured:
             self._measured.add(id(opt))
-            self.monitor._on_pre_step(opt, (), {})
+            self.monitor.hooks.on_pre_step(opt, (), {})
 
     def _pre_step(self, opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> "tuple[tuple, dict] | None":
         """A step without a closure (AMP's ``scaler.step`` after unscaling, a raw optimizer in
@@ -82,7 +82,7 @@ class TrainmedicCallback(Watcher, pl.Callback):
     def _post_step(self, opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
         self._measured.discard(id(opt))
         if self.monitor is not None:
-            self.monitor._on_post_step(opt, args, kwargs)
+            self.monitor.hooks.on_post_step(opt, args, kwargs)
 
     def on_validation_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if self.monitor is not None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import ast
 import importlib
 import json
-import math
 import os
 import signal
 import subprocess
@@ -32,10 +31,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+from trainmedic import run_metric
 from trainmedic.repair import order as _order
 from trainmedic.repair.remedies import ScaleLearningRate
 
-MINIMIZE_WORDS = ("loss", "error", "mse", "mae", "rmse", "perplexity")
 CATASTROPHES = ("nonfinite_loss", "loss_diverging")
 # class weights trade accuracy for the minority classes' recall: judged on balanced accuracy
 TARGET_METRICS = {"class_imbalance": "recall_macro"}
@@ -103,7 +102,7 @@ def run_fix(script: str, args: list[str] | tuple[str, ...] = (), *, metric: str 
     targets = sorted((f for f in found if f in _order.ORDER),
                      key=lambda f: _order.PRIORITY.index(f) if f in _order.PRIORITY else 99)
     metric_name, maximize = _choose_metric(report, metric, targets[0] if targets else None)
-    base_metric = _metric(report, metric_name)
+    base_metric = run_metric.value(report, metric_name)
     result = FixResult(script=script, metric_name=metric_name, maximize=maximize, out_dir=out_dir,
                        baseline={"metric": base_metric, "seconds": base["seconds"],
                                  "status": report["run"]["status"], "steps": report["run"].get("steps"),
@@ -274,11 +273,11 @@ def _judge(cand: Candidate, run: dict[str, Any], target: str, metric_name: str |
     if rinfo.get("repair_disabled"):
         cand.status = "crashed"
         return
-    cand.metric = _metric(report, metric_name)
+    cand.metric = run_metric.value(report, metric_name)
     active = {f["id"] for f in report["findings"] if f.get("status", "active") == "active"}
     if target in active and not _metric_only(target):
         cand.status = "came back"
-    elif base_metric is not None and (cand.metric is None or not _better(cand.metric, base_metric, maximize)):
+    elif base_metric is not None and (cand.metric is None or not run_metric.better(cand.metric, base_metric, maximize)):
         cand.status = "worse"
     else:
         cand.status = "verified"
@@ -287,45 +286,10 @@ def _judge(cand: Candidate, run: dict[str, Any], target: str, metric_name: str |
 def _choose_metric(report: dict[str, Any], name: str | None,
                    target: str | None = None) -> tuple[str | None, bool]:
     """The metric to compare: ``name``; else the one that judges ``target``'s fix
-    (``TARGET_METRICS``); else ``val_acc``, else the final validation ``accuracy`` (binary
-    classifiers), else ``val_loss``. Returns (key, maximize)."""
-    epochs = report["run"].get("epochs") or []
-    last = epochs[-1] if epochs else {}
-    preferred = TARGET_METRICS.get(target)
-    if name is None and preferred and (report["run"].get("metrics") or {}).get(preferred) is not None:
-        return preferred, True
-    if name is not None:
-        key = name if (name in last or name in (report["run"].get("metrics") or {})) else f"val_{name}"
-        if key not in last and key not in (report["run"].get("metrics") or {}):
-            known = sorted(k for k in last if k.startswith("val_")) + sorted(
-                k for k, v in (report["run"].get("metrics") or {}).items() if isinstance(v, (int, float)))
-            raise ValueError(f"metric={name!r} was not produced by the run; expected one of {known}")
-        return key, not any(w in key for w in MINIMIZE_WORDS)
-    if last.get("val_acc") is not None:
-        return "val_acc", True
-    if (report["run"].get("metrics") or {}).get("accuracy") is not None:
-        return "accuracy", True
-    if last.get("val_loss") is not None:
-        return "val_loss", False
-    return None, True
-
-
-def _metric(report: dict[str, Any], name: str | None) -> float | None:
-    if name is None:
-        return None
-    epochs = report["run"].get("epochs") or []
-    v = epochs[-1].get(name) if epochs else None
-    if v is None:
-        v = (report["run"].get("metrics") or {}).get(name)
-    return float(v) if isinstance(v, (int, float)) else None
-
-
-def _better(a: float, b: float, maximize: bool) -> bool:
-    if not math.isfinite(a):
-        return False
-    if not math.isfinite(b):
-        return True
-    return a > b if maximize else a < b
+    (``TARGET_METRICS``); else ``run_metric.default``. Returns (key, maximize)."""
+    key = run_metric.resolve(report, name) if name is not None else \
+        run_metric.default(report, TARGET_METRICS.get(target))
+    return key, key is None or run_metric.maximized(key)
 
 
 def _fmt(v: float | None) -> str:

@@ -1,1 +1,1 @@
-"""Renderers of a Report: terminal text (more to come: HTML, TensorBoard)."""
+"""A Report's renderers (terminal, HTML, TensorBoard, the live view) and its assembly."""
