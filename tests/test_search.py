@@ -154,11 +154,11 @@ def test_python_api_prunes_by_diagnosis_and_by_the_median_pruner():
     assert by_pruner and all(t.state == TrialState.PRUNED for t in by_pruner)
     complete = [t.value for t in states.values() if t.state == TrialState.COMPLETE]
     assert complete and study.best_value == max(complete)
-    for t in by_pruner:               # stopped below the median of earlier trials at that epoch
+    for t in by_pruner:    # stopped below the median of earlier complete trials at that epoch
         step, value = max(t.intermediate_values.items())
-        earlier = [u.intermediate_values[step] for u in study.trials
-                   if u.number < t.number and step in u.intermediate_values]
-        assert 1 <= step < 3 and value < statistics.median(earlier)
+        earlier = [u.intermediate_values[step] for u in study.trials if u.number < t.number
+                   and u.state == TrialState.COMPLETE and step in u.intermediate_values]
+        assert step < 3 and value < statistics.median(earlier)
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -261,3 +261,11 @@ def test_a_killed_workers_trial_ends_fail_and_is_run_again(script, tmp_path, pos
     retries = [t for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed.number]
     assert [(t.state, t.params) for t in retries] == [(TrialState.COMPLETE, killed.params)]
     assert {n: trials[n].value for n in before} == before
+
+
+def test_a_study_is_resumed_with_its_finished_trials(script, tmp_path):
+    run = dict(trials=2, metric="val_loss", sampler="random", seed=0, pruner="none",
+               out_dir=str(tmp_path / "out"), echo=lambda m: None)
+    first = {t.number: (t.params, t.value) for t in tune_script(script, [], ["lr=log:1e-3:1e-1"], **run).study.trials}
+    again = tune_script(script, [], ["lr=log:1e-3:1e-1"], **{**run, "trials": 3}).study.trials
+    assert len(again) == 3 and {t.number: (t.params, t.value) for t in again[:2]} == first

@@ -54,8 +54,10 @@ class ParamTable:
         return i
 
     def add_model(self, model: torch.nn.Module, prefix: str = "") -> None:
+        """The model's trainable parameters; placeholders on the meta device (a layer not built
+        yet, e.g. a Keras layer before its first call) are left out."""
         for name, p in model.named_parameters():
-            if p.requires_grad:
+            if p.requires_grad and not p.is_meta:
                 self.add(p, prefix + name)
 
     def optimizer_index(self, opt: torch.optim.Optimizer) -> int | None:

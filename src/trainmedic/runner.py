@@ -1,6 +1,7 @@
 """Zero-code runner: ``trainmedic run script.py args...`` runs an unmodified training script the
 way ``python script.py args...`` would (``sys.argv``, ``__main__``, ``sys.path[0]``, its exit
-code), with a discovering Monitor installed for its whole life.
+code), with a discovering Monitor installed for its whole life. A Keras ``Model.fit`` gets the Keras
+callback, reporting into that monitor (Keras optimizers are not torch optimizers).
 
 Findings are printed to stderr as they appear, but only when neither stdout nor stderr is in the
 middle of a line, so they never split the script's own output.
@@ -16,6 +17,7 @@ import types
 from typing import IO, Any, Iterable, NamedTuple
 
 from trainmedic.findings import Finding, Severity
+from trainmedic.integrations import attach_keras
 from trainmedic.monitor import Monitor, StopTraining
 from trainmedic.report.terminal import format_finding
 
@@ -111,6 +113,7 @@ def run_script_outcome(script: str, args: list[str] | tuple[str, ...] = (), *,
     status = _live_status(real_err, monitor) if live else None
     printer = _FindingPrinter(sys.stdout, sys.stderr)     # rich's proxies while the status is live
     monitor.on_finding = printer
+    detach = attach_keras(monitor)
     saved_argv, saved_path0 = sys.argv, sys.path[0] if sys.path else None
     sys.argv = [script, *args]
     script_dir = os.path.dirname(os.path.abspath(script))
@@ -138,6 +141,7 @@ def run_script_outcome(script: str, args: list[str] | tuple[str, ...] = (), *,
         outcome, code = "crashed", 1
         _print_user_traceback(script)
     finally:
+        detach()
         printer.flush(force=True)
         if status is not None:
             monitor.tick_sinks.remove(status)

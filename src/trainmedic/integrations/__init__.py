@@ -3,8 +3,12 @@ imports none:
 
     from trainmedic.integrations.lightning import TrainmedicCallback     # lightning.pytorch.Trainer
     from trainmedic.integrations.huggingface import TrainmedicCallback   # transformers.Trainer
+    from trainmedic.integrations.keras import TrainmedicCallback         # keras Model.fit (torch)
 
-Both take the options of :func:`trainmedic.watch` plus ``stop_on``.
+They take the options of :func:`trainmedic.watch` plus ``stop_on``. Under ``trainmedic run``
+the Keras callback is attached to every ``fit`` by the runner (``attach_keras``), reporting into
+the runner's monitor; Lightning and Hugging Face train with torch optimizers, which the runner's
+discovery watches without a callback.
 """
 
 from __future__ import annotations
@@ -58,10 +62,11 @@ class Watcher:
     def __init__(self, *, every: int = 25, run_dir: "str | os.PathLike[str] | None" = None,
                  name: str | None = None, goal: str | None = None,
                  on_finding: Callable[[Finding], None] | None = None, stop_on: str | None = None,
-                 repair: bool = False) -> None:
+                 repair: bool = False, monitor: Monitor | None = None) -> None:
         if stop_on not in (None, "error", "warning"):
             raise ValueError(f"stop_on={stop_on!r}: expected None, 'error' or 'warning'")
         self.options = {"every": every, "run_dir": run_dir, "name": name, "goal": goal, "repair": repair}
+        self.given = monitor          # report into this monitor (the runner's), never close it
         self.on_finding = on_finding
         self.stop_on = None if stop_on is None else Severity(stop_on)
         self.monitor: Monitor | None = None
@@ -77,7 +82,7 @@ class Watcher:
         self._finish("completed")
         self.stop_requested, self._main, self.report = False, main, None
         options = dict(self.options, name=self.options["name"] or name)
-        self.monitor = Monitor((), (), on_finding=self._found, **options)
+        self.monitor = self.given or Monitor((), (), on_finding=self._found, **options)
         for model in models:                   # after self.monitor is set: it may note a finding
             self.monitor.add_model(model)
         for opt in optimizers:
@@ -102,8 +107,37 @@ class Watcher:
         for h in self._handles:
             h.remove()
         self._handles = []
-        if self.monitor is not None:
+        if self.monitor is not None and self.monitor is not self.given:
             self.monitor.close(status)          # its last findings still reach _found
             if self._main:
                 self.report = self.monitor.report()
-            self.monitor = None
+        self.monitor = None
+
+
+def attach_keras(monitor: Monitor) -> Callable[[], None]:
+    """Under the zero-code runner: once the script imports Keras (torch backend), every
+    ``Model.fit`` without a trainmedic callback gets one reporting into ``monitor``. Returns
+    the function that takes this off again."""
+    from trainmedic._import_hooks import after_import
+    patched: list[tuple[Any, Any]] = []
+
+    def patch(module: ModuleType) -> None:
+        trainer = module.TorchTrainer
+        fit = trainer.fit
+
+        def watched_fit(model: Any, *args: Any, callbacks: Any = None, **kwargs: Any) -> Any:
+            from trainmedic.integrations.keras import TrainmedicCallback
+            callbacks = list(callbacks or [])
+            if not any(isinstance(c, TrainmedicCallback) for c in callbacks):
+                callbacks.append(TrainmedicCallback(monitor=monitor))
+            return fit(model, *args, callbacks=callbacks, **kwargs)
+        trainer.fit = watched_fit
+        patched.append((trainer, fit))
+
+    remove = after_import("keras.src.backend.torch.trainer", patch)
+
+    def detach() -> None:
+        remove()
+        for trainer, fit in patched:
+            trainer.fit = fit
+    return detach

@@ -13,7 +13,9 @@ the update, i.e. before Keras's clipnorm/clipvalue; the update it made). The los
 torch functions Keras calls (its sparse and binary crossentropies call ``F.cross_entropy``,
 ``F.nll_loss``, ``F.binary_cross_entropy(_with_logits)``; other Keras losses are not seen).
 The compiled loss's ``from_logits`` is compared with the model's output activation at
-``on_train_begin``. Validation epochs come from the ``val_*`` logs at ``on_epoch_end``.
+``on_train_begin``. Validation epochs come from the ``val_*`` logs at ``on_epoch_end``. Under
+``jit_compile=True`` or a ``LossScaleOptimizer`` the steps are not measured (a
+``monitoring_limited`` note says so).
 """
 
 from __future__ import annotations
@@ -46,7 +48,6 @@ class KerasOptimizerView(torch.optim.Optimizer):
     def __init__(self, optimizer: Any, params: list[torch.Tensor]) -> None:
         super().__init__(params, {"lr": float("nan"), "weight_decay": float(optimizer.weight_decay or 0.0),
                                   "decoupled_weight_decay": True})
-        self.keras_optimizer = optimizer
 
 
 @functools.cache
@@ -71,17 +72,18 @@ class TrainmedicCallback(Watcher, keras.callbacks.Callback):
     Options as :func:`trainmedic.watch` (``every``, ``run_dir``, ``name``, ``goal``,
     ``on_finding``), plus ``stop_on``: ``"error"`` or ``"warning"`` sets
     ``model.stop_training`` at the end of the batch where a finding that bad appears.
-    ``report``: the Report once ``fit`` ended."""
+    ``monitor``: report into this monitor instead of a new one (the zero-code runner's).
+    ``report``: the Report once ``fit`` ended (with a new monitor)."""
 
     def __init__(self, *, every: int = 25, run_dir: Any = None, name: str | None = None,
                  goal: str | None = None, on_finding: Callable[[Finding], None] | None = None,
-                 stop_on: str | None = None) -> None:
+                 stop_on: str | None = None, monitor: Any = None) -> None:
         if keras.config.backend() != "torch":
             raise RuntimeError(f"trainmedic watches Keras on the torch backend only; this Keras "
                                f"runs on {keras.config.backend()!r}: set KERAS_BACKEND=torch "
                                f"before keras is imported")
         Watcher.__init__(self, every=every, run_dir=run_dir, name=name, goal=goal,
-                         on_finding=on_finding, stop_on=stop_on)
+                         on_finding=on_finding, stop_on=stop_on, monitor=monitor)
         keras.callbacks.Callback.__init__(self)
         self._view: KerasOptimizerView | None = None
 
@@ -136,7 +138,9 @@ class TrainmedicCallback(Watcher, keras.callbacks.Callback):
         every = optimizer.gradient_accumulation_steps
         if every and (int(optimizer._iterations) + 1) % every:
             return None
-        view.param_groups[0]["lr"] = float(optimizer.learning_rate)
+        lr = getattr(optimizer.learning_rate, "value", optimizer.learning_rate)
+        # a copy of this step's value, read on the host at the next tick (no sync per step)
+        view.param_groups[0]["lr"] = lr.detach().clone() if isinstance(lr, torch.Tensor) else lr
         return view
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
@@ -162,9 +166,8 @@ def name_layers(monitor: Any, model: Any) -> None:
     for v in model.trainable_weights:
         monitor.table.add(v.value, v.path.removeprefix(prefix).replace("/", "."))
     for layer in model._flatten_layers(include_self=False):
-        monitor.sampler.names[id(layer)] = (layer.path or layer.name).removeprefix(prefix).replace("/", ".")
-        monitor.sampler._has_params[id(layer)] = bool(layer._trainable_variables
-                                                      or layer._non_trainable_variables)
+        monitor.sampler.name_layer(layer, (layer.path or layer.name).removeprefix(prefix).replace("/", "."),
+                                   bool(layer._trainable_variables or layer._non_trainable_variables))
 
 
 def unmeasurable(model: Any) -> str | None:
@@ -186,10 +189,10 @@ def loss_mismatch(model: Any) -> Finding | None:
     logits (no activation) into ``from_logits=False``; None when they agree or are unknown."""
     loss = model.loss
     name = loss if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)
-    if not isinstance(name, str) or "crossentropy" not in name.lower():
+    if "crossentropy" not in name.lower():
         return None
     from_logits = bool(getattr(loss, "from_logits", False))
-    outputs = getattr(model, "outputs", None) if getattr(model, "_is_graph_network", True) else None
+    outputs = getattr(model, "outputs", None)        # a subclassed model has none
     if not outputs or len(outputs) != 1:
         return None
     layer = outputs[0]._keras_history.operation
@@ -198,21 +201,21 @@ def loss_mismatch(model: Any) -> Finding | None:
         keras.activations.linear: None}.get(getattr(layer, "activation", False), "unknown")
     if activation == "unknown" or (activation is not None) != from_logits:
         return None
-    loss_name = name if isinstance(loss, str) else type(loss).__name__
     if from_logits:
-        message = (f"The output layer {layer.name!r} applies {activation} and the loss {loss_name} has "
-                   f"from_logits=True: the loss applies {activation} again to probabilities, which "
-                   f"squashes the gradient.")
+        message = (f"The output layer {layer.name!r} applies {activation} and the loss {name} has "
+                   f"from_logits=True: the loss takes these probabilities for logits and squashes "
+                   f"them a second time, which flattens the gradient.")
         fixes = [f"Remove the {activation} from the output layer (keep from_logits=True) and apply "
                  f"it at prediction time.", f"Or keep the {activation} and set from_logits=False."]
     else:
         message = (f"The output layer {layer.name!r} has no activation (it outputs logits) and the "
-                   f"loss {loss_name} has from_logits=False: the loss treats the logits as "
+                   f"loss {name} has from_logits=False: the loss treats the logits as "
                    f"probabilities (normalised and clipped).")
-        fixes = [f"Pass {loss_name}(from_logits=True).",
+        fixes = ["Compile with the loss object and from_logits=True, e.g. "
+                 "keras.losses.SparseCategoricalCrossentropy(from_logits=True).",
                  "Or end the model with a softmax (sigmoid for binary crossentropy)."]
     f = Finding.make("loss_input_mismatch", message, where=layer.name, step=0,
-                     evidence={"loss": loss_name, "from_logits": from_logits,
+                     evidence={"loss": name, "from_logits": from_logits,
                                "output_activation": activation or "linear"})
     f.fixes = fixes
     return f

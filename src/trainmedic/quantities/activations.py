@@ -115,6 +115,12 @@ class ActivationSampler:
         for name, m in root.named_modules():
             self.names[id(m)] = (prefix + name) if name else top
 
+    def name_layer(self, module: Any, name: str, has_params: bool) -> None:
+        """Name a layer that is not a torch submodule of the root (Keras layers), and say whether
+        it holds weights (a layer with weights is where activations are measured)."""
+        self.names[id(module)] = name
+        self._has_params[id(module)] = has_params
+
     def begin(self, root: torch.nn.Module) -> None:
         if self.recording:
             self.end()

@@ -68,6 +68,8 @@ def loss_curve(ticks: list[dict], epochs: list[dict], repairs: list[dict] = ()) 
     if losses and max(losses) > 50 * max(min(losses), 1e-12):
         ax.set_yscale("log")
     for r in repairs:                  # a rollback: the curve after it is the repaired run's
+        if r.get("outcome") == "skipped":
+            continue
         color = {"kept": "tab:green", "failed": "tab:red"}.get(r.get("outcome"), "tab:gray")
         ax.axvline(r["step"], color=color, lw=1, ls="--")
         ax.annotate(f"{r['remedy']} ({r.get('outcome')})", (r["step"], 1), xycoords=("data", "axes fraction"),

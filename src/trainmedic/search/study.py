@@ -36,10 +36,10 @@ class TuneResult(NamedTuple):
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
-    """Optuna's pruner fed with the metric per validation epoch: ``median`` (after 5 trials and
-    one epoch), ``hyperband`` (successive halving over epochs), ``none``."""
+    """Optuna's pruner, with Optuna's defaults, fed with the metric per validation epoch:
+    ``median`` (from the 6th trial on), ``hyperband`` (successive halving over epochs), ``none``."""
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+        return optuna.pruners.MedianPruner()
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1)
     if name == "none":
@@ -100,6 +100,10 @@ def tune_script(script: str, args: Sequence[str] = (), params: Sequence[str] = (
     try:
         optimize(study, script, args, space, routes, trials=trials, metric=metric,
                  diagnosis=diagnosis, out_dir=out_dir, every=every, echo=echo)
+    except BaseException:               # bad input or Ctrl-C: the other workers stop too
+        for proc in helpers:
+            proc.terminate()
+        raise
     finally:
         for proc in helpers:
             proc.wait()
@@ -154,5 +158,5 @@ def _spawn_worker(i: int, script: str, args: Sequence[str], params: Sequence[str
     for p in params:
         argv += ["--param", p]
     argv += [script, *args]
-    log = open(os.path.join(options["out_dir"], f"worker-{i}.txt"), "w", encoding="utf-8")
-    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    with open(os.path.join(options["out_dir"], f"worker-{i}.txt"), "w", encoding="utf-8") as log:
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
