@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 SYMMETRY_CHECK_AFTER = 10     # steps of training before identical rows count as a fault
 
 
+COMPILED = ("The model runs under torch.compile: trainmedic does not see inside compiled code, so "
+            "activation statistics (dead ReLUs, saturation), the first-batch checks and the data "
+            "stream's input checks are off; gradients, losses, learning rates, weights and updates "
+            "are measured as usual.")
+
 class Hooks:
     def __init__(self, monitor: "Monitor", *, discover: bool, first_batch_checks: bool) -> None:
         self.clock, self.engine, self.guard = monitor.clock, monitor.engine, monitor.guard
@@ -49,6 +54,7 @@ class Hooks:
         self.pending_manual_step = False          # a backward without optimizer, not yet counted
         self._model_hooks: dict[int, list] = {}
         self._post_hook = None
+        self._compiled_noted = False
         self._opt_hooks: list = []
         self._global_hooks: list = []
         self._discovery_hook = None
@@ -159,7 +165,11 @@ class Hooks:
         if self.sampler.recording:
             self.sampler.end()
         self.validation.on_root_forward(module, _args)
-        training = module.training and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        compiling = torch.compiler.is_compiling()
+        if compiling and not self._compiled_noted:
+            self._compiled_noted = True
+            self.engine.note("monitoring_limited", COMPILED)
+        training = module.training and torch.is_grad_enabled() and not compiling
         if self.active and training and _args:
             self._train_input = _args[0]
             self.guard.call("data checks", self.engine.stream.on_train_forward, _args[0])
