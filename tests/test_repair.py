@@ -406,3 +406,86 @@ def test_loss_trends_are_not_judged_once_learning_was_stopped_on_purpose():
     assert "exploded" in LossDiverging().evaluate(spiky, set(), False).message
     spiky.initial_hint, spiky._smoothed = 0.25, None
     assert LossDiverging().evaluate(spiky, set(), False) is None
+
+
+def test_a_remedy_never_turns_back_a_setting_a_kept_remedy_turned():
+    """Weight decay raised against overfitting is not lowered again when the penalty then looks
+    dominant (nor a learning rate lowered for divergence raised again): such a remedy is skipped."""
+    from trainmedic.repair.order import make
+    model = torch.nn.Linear(4, 2)
+    monitor = trainmedic.watch(model, torch.optim.SGD(model.parameters(), lr=0.1), repair=True,
+                               on_finding=lambda f: None)
+    try:
+        ctl = monitor.controller
+        assert ctl._undoes(make("weight_decay_0.1")) is None
+        ctl.kept.append(make("weight_decay_up"))
+        assert "weight_decay_up" in ctl._undoes(make("weight_decay_0.1"))
+        assert ctl._undoes(make("lr_scale_0.1")) is None and ctl._undoes(make("dropout_up")) is None
+        ctl.kept.append(make("lr_scale_0.1"))
+        assert "lr_scale_0.1" in ctl._undoes(make("lr_to_healthy_updates"))
+        assert ctl._undoes(make("lr_scale_0.01")) is None          # the same way: allowed
+    finally:
+        monitor.close()
+
+
+def test_regularization_is_not_judged_dominant_once_learning_was_stopped_on_purpose():
+    import importlib
+    from trainmedic.detectors.parameters import RegularizationDominates
+    program = importlib.import_module("bug_regularization_dominates")
+    monitor = program.main(lambda m, o: trainmedic.watch(m, o, on_finding=lambda f: None))
+    monitor.close()
+    assert RegularizationDominates().evaluate(monitor.run, set(), True) is not None
+    monitor.run.frozen = True
+    assert RegularizationDominates().evaluate(monitor.run, set(), True) is None
+
+
+def test_warmup_goes_first_only_for_an_early_fault_under_an_adaptive_optimizer():
+    """order.arranged: the ORDER list as it is, except that a warmup it lists goes first when the
+    finding is answered within EARLY_STEPS steps under an adaptive optimizer."""
+    from trainmedic.repair.order import EARLY_STEPS, ORDER, arranged
+    diverging = ORDER["loss_diverging"]
+    assert diverging[0] != "warmup" and "warmup" in diverging
+    early = arranged(diverging, step=EARLY_STEPS, adaptive=True)
+    assert early[0] == "warmup" and sorted(early) == sorted(diverging)
+    assert arranged(diverging, step=EARLY_STEPS + 1, adaptive=True) == diverging      # too late
+    assert arranged(diverging, step=10, adaptive=False) == diverging                  # SGD
+    assert arranged(ORDER["learning_rate_too_high"], step=10, adaptive=True) == ORDER["learning_rate_too_high"]
+
+
+def test_a_warmup_is_verified_only_after_its_ramp_and_the_usual_window(tmp_path):
+    """Adam at a learning rate that diverges at once, warmup the only remedy: it is judged no
+    sooner than its ramp (a verdict halfway up the ramp judges a lower learning rate)."""
+    xt, yt, _, _ = _digits()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=0.5)
+    order = {f: ["warmup"] for f in ("learning_rate_too_high", "loss_diverging", "exploding_gradient",
+                                      "nonfinite_loss", "nonfinite_gradient")}
+    monitor = trainmedic.watch(model, opt, repair={"order": order}, on_finding=lambda f: None)
+    ctl = monitor.controller
+    verdicts = []
+    seen = {}
+    try:
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(14):
+            perm = torch.randperm(len(xt), generator=gen)
+            for i in range(0, len(xt), 32):
+                idx = perm[i:i + 32]
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
+                opt.step()
+                cur = ctl._current
+                if cur is not None and cur["remedy"].id == "warmup":
+                    seen = cur
+                elif seen and not verdicts:
+                    verdicts.append((seen["record"]["outcome"], monitor.step - seen["start_step"]))
+    finally:
+        monitor.close()
+    rep = monitor.report()
+    tried = [r["remedy"] for r in rep.run["repairs"]]
+    assert tried and tried[0] == "warmup", rep.run["repairs"]
+    assert verdicts, rep.run["repairs"]
+    outcome, after = verdicts[0]
+    assert outcome in ("kept", "failed"), verdicts
+    if outcome == "kept":                   # judged only once the ramp and the window were done
+        assert after >= seen["remedy"].ramp_steps + 1, verdicts

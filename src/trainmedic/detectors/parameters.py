@@ -99,6 +99,8 @@ class RegularizationDominates(Detector):
     id = "regularization_dominates"
 
     def evaluate(self, run, reported, final):
+        if run.frozen:                 # early-stopped: the loss stops falling by design
+            return None
         rows = [r for r in run.ticks.scan() if r.get("weight_norm") is not None
                 and np.isfinite(r.get("loss_median", np.nan))]
         if len(rows) < 2:

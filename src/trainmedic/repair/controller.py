@@ -6,13 +6,17 @@ After every tick (between two optimizer steps) the monitor calls :meth:`after_ti
   snapshot goes into the ring (skipped when a parameter is NaN/Inf);
 - a repairable finding (one with an entry in ``order.ORDER``) is active: roll the run back in
   place to a snapshot (unless the remedy needs none), apply the next remedy of the finding's
-  list and verify it (see ``Remedy.verify``): over a window of ``window_ticks`` ticks or
-  ``window_steps`` steps, whichever comes first, the finding must not come back and, for most
+  list (``order.arranged``: a warmup first for a fault answered in the first steps under an
+  adaptive optimizer) and verify it (see ``Remedy.verify``): over a window of ``window_ticks``
+  ticks or ``window_steps`` steps, whichever comes first (for a remedy with a ramp, a warmup,
+  counted from the end of its ``ramp_steps``), the finding must not come back and, for most
   remedies, the loss must end below the loss at the snapshot *and* below the unrepaired run's
-  loss the same number of steps after the snapshot; overfitting remedies are judged on the next
-  two validation epochs. A remedy that fails is undone and the next one is tried (at most
-  ``max_attempts`` per finding). When every attempt failed, the user's settings are restored,
-  the run goes back to the snapshot and goes on as the user wrote it.
+  loss the same number of steps after the snapshot; overfitting remedies are judged at the first
+  tick after at least two new validation epochs (as ticks grow sparse, that can be many more
+  epochs): the best of them must reach the best validation loss before the attempt. A remedy
+  that fails is undone and the next one is tried (at most ``max_attempts`` per finding). When
+  every attempt failed, the user's settings are restored, the run goes back to the snapshot and
+  goes on as the user wrote it.
 
 Snapshots are taken at healthy ticks; once the run has validation epochs, only at the first
 tick after an epoch with the best validation loss so far, so the newest snapshot is also the
@@ -43,7 +47,7 @@ from trainmedic.repair import order as _order
 from trainmedic.repair.remedies import NotApplicable, RepairContext, Remedy
 from trainmedic.repair.snapshots import Snapshot, SnapshotRing, find_schedulers
 
-VAL_EPOCHS = 2          # validation epochs that judge an overfitting remedy
+VAL_EPOCHS = 2          # new validation epochs, at least, that judge an overfitting remedy
 
 
 class RepairController:
@@ -70,6 +74,7 @@ class RepairController:
         self.attempts: list[dict[str, Any]] = monitor.extra_run_info.setdefault("repairs", [])
         self.kept: list[Remedy] = []
         self._tried: dict[str, int] = {}
+        self._orders: dict[str, list[str]] = {}   # each finding's list, arranged at its first attempt
         self._given_up: set[str] = set()
         self._current: dict[str, Any] | None = None
         self._ticks = 0
@@ -224,7 +229,11 @@ class RepairController:
     def _attempt(self, finding: Any, targets: list[str]) -> None:
         m = self.monitor
         n = self._tried.get(finding.id, 0)
-        order = self.order[finding.id][:self.max_attempts]
+        if finding.id not in self._orders:
+            from trainmedic.detectors.learning_rate import adaptive
+            self._orders[finding.id] = _order.arranged(self.order[finding.id], step=m.step,
+                                                       adaptive=adaptive(m.run))
+        order = self._orders[finding.id][:self.max_attempts]
         snap = self.ring.back(n)
         if n >= len(order) or snap is None:
             self._give_up(finding, targets, "no healthy snapshot to roll back to" if snap is None else
@@ -232,6 +241,14 @@ class RepairController:
             return
         self._tried[finding.id] = n + 1
         remedy = _order.make(order[n])
+        undone = self._undoes(remedy)
+        if undone is not None:
+            self.attempts.append({"finding": finding.id, "remedy": remedy.id, "description": remedy.description,
+                                  "cost": remedy.cost, "step": m.step, "rolled_back_to_step": None,
+                                  "outcome": "skipped", "loss_before": None, "loss_after": None,
+                                  "reason": f"it would undo {undone}"})
+            self._attempt(finding, targets)
+            return
         back = remedy.rollback
         record = {"finding": finding.id, "remedy": remedy.id, "description": remedy.description,
                   "cost": remedy.cost, "step": m.step,
@@ -247,7 +264,7 @@ class RepairController:
         self._current = {"finding": finding.id, "remedy": remedy, "record": record, "snap": snap,
                          "start_step": m.step, "start_tick": self._ticks, "targets": list(targets),
                          "unrepaired": unrepaired, "epochs": None,
-                         "best_val": min(scored) if scored else None}
+                         "best_val": min(scored) if scored else None, "ramp_tick": None}
         if back:
             self._restore(snap)
         else:                  # the detectors judge what happens from now on
@@ -283,8 +300,14 @@ class RepairController:
         if remedy.verify == "val":
             self._verify_val(cur)
             return
-        if (self._ticks - cur["start_tick"] < self.window_ticks
-                and m.step - cur["start_step"] < self.window_steps):
+        ramp = remedy.ramp_steps                         # the window starts after the ramp
+        if m.step - cur["start_step"] < ramp:
+            return
+        if cur["ramp_tick"] is None:
+            cur["ramp_tick"] = self._ticks
+        start_tick = cur["ramp_tick"] if ramp else cur["start_tick"]
+        if (self._ticks - start_tick < self.window_ticks
+                and m.step - cur["start_step"] - ramp < self.window_steps):
             return
         loss, reached = self._recent_loss(cur["start_step"])
         record["loss_after"] = loss
@@ -305,7 +328,8 @@ class RepairController:
             if remedy.verify == "loss" else ""))
 
     def _verify_val(self, cur: dict[str, Any]) -> None:
-        """Overfitting remedies: the next VAL_EPOCHS validation epochs must reach a validation
+        """Overfitting remedies: once VAL_EPOCHS or more new validation epochs exist (checked at
+        ticks, so possibly more), the best of them must reach a validation
         loss at or below the best before the attempt."""
         new = [e.get("val_loss") for e in self.monitor.validation.epochs[cur["epochs"]:]]
         new = [v for v in new if v is not None]
@@ -327,6 +351,15 @@ class RepairController:
         upto = curve[curve[:, 0] <= reached]
         v = (upto if len(upto) else curve)[-25:, 1]
         return float(np.median(np.where(np.isfinite(v), v, np.inf)))
+
+    def _undoes(self, remedy: Remedy) -> str | None:
+        """The kept remedy whose setting ``remedy`` would turn back (weight decay lowered for
+        a regulariser that dominates after it was raised against overfitting), or None."""
+        if remedy.moves is None:
+            return None
+        setting, way = remedy.moves
+        return next((f"{k.id} (kept: {setting} {'up' if way < 0 else 'down'})" for k in self.kept
+                     if k.moves is not None and k.moves == (setting, -way)), None)
 
     def _keep(self, cur: dict[str, Any], evidence: str) -> None:
         m = self.monitor

@@ -150,6 +150,8 @@ class RaiseDropout(Remedy):
     cost = "cheap"
     verify = "val"
 
+    moves = ("dropout", 1)
+
     def __init__(self, p: float = 0.3) -> None:
         self.p = p
         self.description = f"raise every dropout layer's p to at least {p:g}"

@@ -67,12 +67,31 @@ ORDER: dict[str, list[str]] = {
     "overfitting": ["weight_decay_up", "dropout_up", "early_stopping"],
 }
 
+# Remedies that go first, wherever ORDER lists them, when the finding is answered within the
+# first EARLY_STEPS optimizer steps of the run and the optimizer is adaptive (Adam and kin): an
+# adaptive optimizer's first steps are full-size (about lr per weight, whatever the gradient's
+# scale) while its second-moment estimates are still poor, which is what a warmup is for. A
+# smaller learning rate would also calm those first steps, but for the whole run: later on,
+# the run would learn at a tenth of its rate. EARLY_STEPS is Warmup's default length: a fault
+# after the span a warmup covers is not an early-training fault.
+EARLY_FIRST = ["warmup"]
+EARLY_STEPS = 200
+
 PRIORITY = ["grads_not_cleared", "params_not_in_optimizer", "loss_input_mismatch",
             "symmetric_weights", "train_in_eval_mode", "input_not_normalized",
             "regularization_dominates", "learning_rate_too_high", "exploding_gradient",
             "nonfinite_gradient", "nonfinite_loss", "loss_diverging", "dead_relu",
             "saturated_activation", "vanishing_gradient", "learning_rate_too_low",
             "class_imbalance", "eval_in_train_mode", "overfitting"]
+
+
+def arranged(ids: list[str], *, step: int, adaptive: bool) -> list[str]:
+    """A finding's list of remedies (from ORDER) in the order to try them: the EARLY_FIRST ones
+    it lists move to the front when the finding is answered at monitor step ``step`` <=
+    EARLY_STEPS under an adaptive optimizer; otherwise the list as it is."""
+    if step > EARLY_STEPS or not adaptive:
+        return list(ids)
+    return [r for r in ids if r in EARLY_FIRST] + [r for r in ids if r not in EARLY_FIRST]
 
 
 def make(remedy_id: str) -> R.Remedy:

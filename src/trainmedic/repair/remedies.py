@@ -44,6 +44,13 @@ class Remedy:
     verify: str = "loss"                         # loss | finding | val
     rollback: bool = True                        # go back to a snapshot before applying
     from_start: bool = True                      # meaningful from step 0 (a `trainmedic fix` candidate)
+    ramp_steps: int = 0                          # steps before it takes full effect (a warmup)
+
+    @property
+    def moves(self) -> tuple[str, int] | None:
+        """The setting this remedy turns and which way (+1 up, -1 down): the repair loop never
+        tries a remedy that turns back a setting a kept remedy turned."""
+        return None
 
     def apply(self, ctx: RepairContext) -> None:
         raise NotImplementedError
@@ -72,6 +79,10 @@ class ScaleLearningRate(Remedy):
                             if factor is not None else
                             "learning rate scaled so weights change by about 1e-2 of their norm per step")
         self._saved: tuple[list[dict], list[list[float]]] | None = None
+
+    @property
+    def moves(self) -> tuple[str, int]:
+        return ("learning rate", -1 if self.factor is not None and self.factor < 1 else 1)
 
     def apply(self, ctx: RepairContext) -> None:
         if self.factor is None:
@@ -234,6 +245,10 @@ class ScaleWeightDecay(Remedy):
         self.description = f"weight decay x{factor:g} (all param groups)"
         self._saved: list[Any] | None = None
 
+    @property
+    def moves(self) -> tuple[str, int]:
+        return ("weight decay", -1 if self.factor < 1 else 1)
+
     def apply(self, ctx: RepairContext) -> None:
         groups = ctx.optimizer.param_groups
         if not any(float(g.get("weight_decay", 0) or 0) > 0 for g in groups):
@@ -255,13 +270,14 @@ class ScaleWeightDecay(Remedy):
 class Warmup(_HookRemedy):
     """Linear learning-rate warmup over ``steps`` optimizer steps: a pre-hook scales every
     group's LR by ``(k + 1) / steps`` for the step and a post-hook puts it back, so the user's
-    scheduler keeps setting (and reading) its own values."""
+    scheduler keeps setting (and reading) its own values. ``ramp_steps`` (= ``steps``): the
+    repair loop's verification window starts once the ramp is done."""
 
     cost = "cheap"
 
     def __init__(self, steps: int = 200) -> None:
         super().__init__()
-        self.steps = steps
+        self.steps = self.ramp_steps = steps
         self.id = "warmup"
         self.description = f"linear learning-rate warmup over the first {steps} steps"
         self._post_handle = None
