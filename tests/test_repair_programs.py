@@ -43,3 +43,24 @@ def test_program_is_repaired_to_within_10_percent_of_its_clean_twin(tmp_path, ca
     assert kept and set(kept) <= set([remedy] if isinstance(remedy, str) else remedy), repairs
     assert repaired >= clean - 0.1 * abs(clean), (repaired, clean)
     assert torch._C._len_torch_function_stack() == 0           # no remedy's mode left behind
+
+
+def test_a_kept_weight_decay_is_not_turned_back(tmp_path, capsys, monkeypatch):
+    """Raised against overfitting, the weight decay then makes the penalty look dominant: the
+    remedy that would lower it again is skipped, with no rollback, and the run keeps the raise."""
+    monkeypatch.syspath_prepend(PROGRAMS)
+    out = tmp_path / "report.json"
+    assert run_script(os.path.join(PROGRAMS, "bug_weak_weight_decay.py"), json_path=str(out),
+                      run_dir=str(tmp_path / "run"), live=False, repair=True) == 0
+    repaired = _final(capsys.readouterr().out)
+    monkeypatch.setattr(sys, "argv", ["clean"])
+    runpy.run_path(os.path.join(PROGRAMS, "clean_weak_weight_decay.py"), run_name="__main__")
+    clean = _final(capsys.readouterr().out)
+    assert repaired >= clean - 0.1 * abs(clean), (repaired, clean)
+    run = json.loads(out.read_text())["run"]
+    outcomes = [(r["remedy"], r["outcome"]) for r in run["repairs"]]
+    assert ("weight_decay_up", "kept") in outcomes, outcomes
+    skipped = [r for r in run["repairs"] if r["outcome"] == "skipped"]
+    assert skipped and all(r["remedy"] == "weight_decay_0.1" and r["rolled_back_to_step"] is None
+                           and "weight_decay_up" in r["reason"] for r in skipped)
+    assert all("would undo" in g["reason"] for g in run.get("repairs_given_up", []))

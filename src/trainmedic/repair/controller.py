@@ -74,6 +74,7 @@ class RepairController:
         self.attempts: list[dict[str, Any]] = monitor.extra_run_info.setdefault("repairs", [])
         self.kept: list[Remedy] = []
         self._tried: dict[str, int] = {}
+        self._applied: set[str] = set()           # findings a remedy was applied for (not all skipped)
         self._orders: dict[str, list[str]] = {}   # each finding's list, arranged at its first attempt
         self._given_up: set[str] = set()
         self._current: dict[str, Any] | None = None
@@ -236,8 +237,10 @@ class RepairController:
         order = self._orders[finding.id][:self.max_attempts]
         snap = self.ring.back(n)
         if n >= len(order) or snap is None:
-            self._give_up(finding, targets, "no healthy snapshot to roll back to" if snap is None else
-                          f"{n} remedies tried, none verified")
+            why = ("no healthy snapshot to roll back to" if snap is None else
+                   f"{n} remedies tried, none verified" if finding.id in self._applied else
+                   "each of its remedies would undo a kept one")
+            self._give_up(finding, targets, why)
             return
         self._tried[finding.id] = n + 1
         remedy = _order.make(order[n])
@@ -249,6 +252,7 @@ class RepairController:
                                   "reason": f"it would undo {undone}"})
             self._attempt(finding, targets)
             return
+        self._applied.add(finding.id)
         back = remedy.rollback
         record = {"finding": finding.id, "remedy": remedy.id, "description": remedy.description,
                   "cost": remedy.cost, "step": m.step,
@@ -403,7 +407,7 @@ class RepairController:
         m = self.monitor
         self._given_up |= {finding.id, *targets}     # its symptoms are not tried on their own
         snap = self.ring.newest
-        if snap is not None and self._tried.get(finding.id):
+        if snap is not None and finding.id in self._applied:
             self._restore(snap)           # back to the healthy point, with the user's settings
         for fid in {finding.id, *targets}:
             f = m.findings.get(fid)
@@ -411,7 +415,8 @@ class RepairController:
                 f.status, f.resolved_step = "active", None
         m.extra_run_info.setdefault("repairs_given_up", []).append(
             {"finding": finding.id, "step": m.step, "reason": why})
-        _say(f"{finding.id}: not repaired ({why}); the run goes on with your own settings")
+        _say(f"{finding.id}: not repaired ({why}); the run goes on" +
+             (" with your own settings" if not self.kept else ""))
 
     def abandon(self, exc: BaseException, inside_hook: bool = False) -> None:
         """An internal error: undo the remedy being tried, switch repair off, warn once."""

@@ -58,7 +58,7 @@ def format_report(report: Report, width: int = 100) -> str:
             lines.append(f"  {r['outcome']:<10} {r['remedy']:<24} for {r['finding']:<24} {back}"
                          + (f"  ({r['reason']})" if r.get("reason") else ""))
     for g in run.get("repairs_given_up") or []:
-        lines.append(f"  not repaired: {g['finding']} ({g['reason']}); the run went on with your settings")
+        lines.append(f"  not repaired: {g['finding']} ({g['reason']}); the run went on without a remedy for it")
     if run.get("applied_from_start"):
         lines.append("  applied from the first step: " + ", ".join(a["remedy"] for a in run["applied_from_start"]))
     if run.get("disabled"):
