@@ -40,12 +40,12 @@ ARMS = [("no pruning", "none", False), ("median pruner", "median", False),
         ("diagnosis + median", "median", True)]
 
 
-def run_arm(pruner: str, diagnosis: bool, trials: int, seed: int, out_dir: str) -> list[dict]:
+def run_arm(pruner: str, diagnosis: bool, trials: int, seed: int, out_dir: str, every: int) -> list[dict]:
     """The arm's trials in order: state, value, steps, seconds, why pruned."""
     import optuna
     from trainmedic.search import tune_script
     result = tune_script(PROGRAM, [], SPACE, trials=trials, metric="val_acc", sampler="tpe",
-                         seed=seed, pruner=pruner, diagnosis=diagnosis, out_dir=out_dir,
+                         seed=seed, pruner=pruner, diagnosis=diagnosis, out_dir=out_dir, every=every,
                          echo=lambda m: print(m, file=sys.stderr))
     rows = []
     for t in result.study.trials:
@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=40)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--tolerance", type=float, default=0.005)
+    ap.add_argument("--every", type=int, default=25, help="steps between the monitor's reads")
     ap.add_argument("--json", help="also write every trial here")
     args = ap.parse_args()
     started = time.time()
@@ -80,10 +81,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tune-bench-") as tmp:
         for seed in args.seeds:
             results[seed] = {name: run_arm(pruner, diagnosis, args.trials, seed,
-                                           os.path.join(tmp, f"s{seed}-arm{i}"))
+                                           os.path.join(tmp, f"s{seed}-arm{i}"), args.every)
                              for i, (name, pruner, diagnosis) in enumerate(ARMS)}
     print(f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')} python "
-          f"benchmarks/tune.py --trials {args.trials} --seeds {' '.join(map(str, args.seeds))}`\n")
+          f"benchmarks/tune.py --trials {args.trials} --seeds {' '.join(map(str, args.seeds))} "
+          f"--every {args.every}`\n")
     print(f"- date: {datetime.datetime.now():%Y-%m-%d %H:%M}\n- machine: {machine()}\n- code: {git_head()}")
     print(f"- space: {', '.join(SPACE)}; TPE; {args.trials} trials per arm and seed; metric val_acc; "
           f"target per seed: the unpruned arm's best - {args.tolerance}\n")
