@@ -36,6 +36,7 @@ from trainmedic.findings import Finding, Report
 from trainmedic.goals import Goal
 from trainmedic.history import Tick
 from trainmedic.params import ParamTable
+from trainmedic.ranks import process_rank
 from trainmedic.quantities.activations import ActivationSampler
 from trainmedic.quantities.gradients import GradNormRecorder, StaleGradCounter
 from trainmedic.quantities.loss import LossRecorder
@@ -75,10 +76,13 @@ class Monitor:
         self.clock = StepClock(every)
         self.guard = Guard()
         self.table = ParamTable()
+        self.rank = process_rank()           # rank 0 prints and writes; the others only measure
+        quiet = self.rank != 0
         self.engine = Engine(self.table, self.clock, self.guard, goal=self.goal,
                              detectors=default_detectors(),
-                             on_finding=on_finding if on_finding is not None else _print_finding)
-        self.output = RunOutput(name or "watch", run_dir, self.guard)
+                             on_finding=on_finding if on_finding is not None else
+                             (_silent if quiet else _print_finding))
+        self.output = RunOutput(name or "watch", run_dir, self.guard, files=not quiet)
         self.extra_run_info: dict[str, Any] = {}
         self.grads = GradNormRecorder(self.table, self.clock.window)
         self.loss = LossRecorder(self.clock.window)
@@ -87,7 +91,7 @@ class Monitor:
         self.sampler = ActivationSampler(self.guard)
         self.hooks = Hooks(self, discover=discover, first_batch_checks=first_batch_checks)
         self._closed = False
-        if tensorboard is not None:
+        if tensorboard is not None and not quiet:
             from trainmedic.report.tensorboard import TensorBoardWriter
             self.tick_sinks.append(TensorBoardWriter(os.fspath(tensorboard)))
         self._controller: Any = None
@@ -315,6 +319,10 @@ def attached(join: Callable[[Monitor], None]) -> Iterator[None]:
         yield
     finally:
         _JOINERS.remove(join)
+
+
+def _silent(_f: Finding) -> None:
+    """Findings on ranks other than 0: kept in the monitor, printed by rank 0 only."""
 
 
 def _print_finding(f: Finding) -> None:

@@ -110,9 +110,10 @@ def run_script_outcome(script: str, args: list[str] | tuple[str, ...] = (), *,
     name = os.path.splitext(os.path.basename(script))[0]
     monitor = Monitor(every=every, run_dir=run_dir, name=name, discover=True, goal=goal,
                       tensorboard=tensorboard, repair=repair, stop_on=stop_on)
-    status = _live_status(real_err, monitor) if live else None
+    status = _live_status(real_err, monitor) if live and monitor.rank == 0 else None
     printer = _FindingPrinter(sys.stdout, sys.stderr)     # rich's proxies while the status is live
-    monitor.on_finding = printer
+    if monitor.rank == 0:                                 # the other ranks of a job stay quiet
+        monitor.on_finding = printer
     detach = attach_keras(monitor)
     saved_argv, saved_path0 = sys.argv, sys.path[0] if sys.path else None
     sys.argv = [script, *args]
@@ -176,8 +177,10 @@ def _run_source(source: str, script: str) -> None:
 
 
 def _write_report(monitor: Monitor, json_path, html_path, out, err):
-    """Write and summarise the report; a failure here (disk full, bad path) is printed, never
-    raised, so the script's own exit code stands."""
+    """Write and summarise the report (rank 0 of a distributed job only); a failure here (disk
+    full, bad path) is printed, never raised, so the script's own exit code stands."""
+    if monitor.rank != 0:                       # its findings count for --fail-on; no files
+        return monitor.report(json_path, html=html_path)
     try:
         report = monitor.report(json_path, html=html_path)
     except Exception as exc:  # noqa: BLE001

@@ -28,8 +28,12 @@ if TYPE_CHECKING:
 
 
 class RunOutput:
-    def __init__(self, name: str, run_dir: "str | os.PathLike[str] | None", guard: Guard) -> None:
+    """``files=False`` (ranks other than 0 of a distributed job): nothing is written."""
+
+    def __init__(self, name: str, run_dir: "str | os.PathLike[str] | None", guard: Guard,
+                 files: bool = True) -> None:
         self.name = name
+        self.files = files
         self.run_dir = os.fspath(run_dir) if run_dir is not None else None
         self.guard = guard
         self.started = time.time()
@@ -46,6 +50,8 @@ class RunOutput:
 
     def on_tick(self, run: RunState, tick: Tick, epochs: list[dict[str, Any]]) -> None:
         """The tick just ingested into ``run``: a metrics.jsonl line, and to every sink."""
+        if not self.files:
+            return
         line = tick_line(run, tick)
         if self._files is None:
             self._files = RunDirectory(self.directory())
@@ -58,6 +64,8 @@ class RunOutput:
         """``rep`` as JSON to ``<run_dir>/report.json`` (so the run directory is always
         complete), plus a copy at ``path`` when given, and, with ``html``, as a self-contained
         HTML page."""
+        if not self.files:
+            return
         own = os.path.join(self.directory(), "report.json")
         if path is not None and os.path.realpath(os.fspath(path)) != os.path.realpath(own):
             self.written = rep.write_json(path)          # the explicit path first: it matters most
@@ -86,7 +94,7 @@ def run_info(monitor: "Monitor") -> dict[str, Any]:
             "models": [type(m).__name__ for m in monitor.models],
             "optimizers": [type(o).__name__ for o in monitor.table.optimizers],
             "parameters": int(sum(p.numel() for p in monitor.table.params)),
-            "disabled": dict(monitor.guard.disabled), "argv": list(sys.argv),
+            "disabled": dict(monitor.guard.disabled), "argv": list(sys.argv), "rank": monitor.rank,
             **generalisation_info(monitor.validation, monitor.goal), **monitor.extra_run_info}
 
 
