@@ -4,6 +4,7 @@ report, through watch() and through `trainmedic run`."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -36,17 +37,29 @@ for i in range(60):
     opt.step()
 if watched:
     print(f"RANK {rank} FOUND {sorted(f.id for f in monitor.report().findings)}", flush=True)
+dist.barrier()                                            # both ranks done before the group goes
 dist.destroy_process_group()
 '''
+
+
+# torch 2.13's gloo can abort a rank as the process exits ("terminate called without an active
+# exception"), with or without trainmedic (seen in 5 of 16 plain 2-rank runs on a loaded 2-core
+# machine): such a job is run again, at most twice.
+GLOO_EXIT_ABORT = "terminate called without an active exception"
 
 
 def _torchrun(tmp_path, *command):
     """``python -m torch.distributed.run --standalone --nproc-per-node 2 COMMAND``: its output."""
     (tmp_path / "ddp.py").write_text(SCRIPT)
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-                           "2", *command], env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                          text=True, timeout=300, cwd=tmp_path)
-    out = proc.stdout + proc.stderr
+    for _ in range(3):
+        for path in (tmp_path / "out", tmp_path / "run"):      # a fresh job: no earlier files
+            shutil.rmtree(path, ignore_errors=True)
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                               "--nproc-per-node", "2", *command], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        out = proc.stdout + proc.stderr
+        if proc.returncode == 0 or GLOO_EXIT_ABORT not in out:
+            break
     assert proc.returncode == 0, out[-3000:]
     return out
 

@@ -167,6 +167,7 @@ def test_python_api_prunes_by_diagnosis_and_by_the_median_pruner():
     (["--param", "lr=log:1e-3:1", "--pruner", "sometimes"], r"--pruner 'sometimes'.*median, hyperband, none"),
     (["--param", "lr=log:1e-3:1", "--metric", "val_f1"], r"--metric='val_f1' was not produced.*val_loss"),
     (["--param", "dropout=float:0:0.5"], r"--param dropout: no route"),
+    (["--param", "eps=log:1e-8:1e-6"], r"--param eps: the script never used it"),     # SGD has no eps
     (["--param", "lr=log:1e-3:1", "--storage", "redis://host"], r"--storage 'redis://host'.*expected"),
 ])
 def test_bad_input_names_the_argument_the_value_and_what_was_expected(script, tmp_path, args, expected):

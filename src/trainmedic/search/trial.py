@@ -76,6 +76,7 @@ def run_trial(trial: optuna.Trial, script: str, args: list[str], space: Mapping[
     values = suggest(trial, space)
     run_dir = os.path.join(out_dir, f"trial-{trial.number:04d}")
     os.makedirs(run_dir, exist_ok=True)
+
     def join(monitor: Any) -> None:
         monitor.add_control(TrialControl(trial, metric, diagnosis))
         if diagnosis:
@@ -93,13 +94,13 @@ def run_trial(trial: optuna.Trial, script: str, args: list[str], space: Mapping[
     trial.set_user_attr("run_dir", run_dir)
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     trial.set_user_attr("findings", sorted({f["id"] for f in report["findings"]}))
-    if routed.missing():
-        raise ValueError(f"--param {', '.join(routed.missing())}: the script never used it (no "
-                         f"argparse flag parsed, no optimizer or DataLoader built with it)")
-    if outcome.status == "stopped":
+    if outcome.status == "stopped":                 # before a later route could be reached
         reason = info.get("stopped_by") or "stopped"
         trial.set_user_attr("pruned_by", reason)
         raise optuna.TrialPruned(reason)
+    if routed.missing():
+        raise ValueError(f"--param {', '.join(routed.missing())}: the script never used it (no "
+                         f"argparse flag parsed, no optimizer or DataLoader built with it)")
     if outcome.code != 0:
         raise TrialFailed(f"the script ended with exit code {outcome.code} ({outcome.status}); "
                           f"see {run_dir}/output.txt")
