@@ -34,6 +34,7 @@ import time
 from _programs import ROOT, git_head, machine  # beside this script
 
 sys.path.insert(0, os.path.join(ROOT, "src"))
+from trainmedic.search.trial import PRUNE_ON  # noqa: E402
 PROGRAM = os.path.join(ROOT, "benchmarks", "tune_programs", "digits_cnn.py")
 SPACE = ["lr=log:1e-3:10", "weight_decay=log:1e-6:1e-1", "batch_size=choice:32,64,128"]
 ARMS = [("no pruning", "none", False), ("median pruner", "median", False),
@@ -103,8 +104,7 @@ def main() -> None:
             got = reach(rows, best - args.tolerance)
             values = [r["value"] for r in rows if r["value"] is not None]
             pruned = [r for r in rows if r["state"] == "PRUNED"]
-            by_diag = sum(1 for r in pruned if r["pruned_by"] and not str(r["pruned_by"]).startswith(
-                ("MedianPruner", "non-finite")))
+            by_diag = sum(1 for r in pruned if r["pruned_by"] in PRUNE_ON)
             total = sum(r["steps"] for r in rows)
             share = got["steps"] / ref["steps"] if got["steps"] and ref["steps"] else None
             if share is not None:

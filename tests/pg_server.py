@@ -93,6 +93,8 @@ class PostgresServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
 
     def stop(self):
-        if self.started:
-            self._run("pg_ctl", "-D", self.data, "-m", "immediate", "stop")
-        shutil.rmtree(self.root, ignore_errors=True)
+        try:                            # a server that started late (pg_ctl -w timed out) too
+            if self.started or os.path.exists(os.path.join(self.data, "postmaster.pid")):
+                self._run("pg_ctl", "-D", self.data, "-m", "immediate", "stop")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)

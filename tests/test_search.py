@@ -24,7 +24,7 @@ from trainmedic.cli import main
 from trainmedic.search import summarize, tune_script
 from trainmedic.search.routes import plan, script_flags
 from trainmedic.search.storage import open_storage
-from trainmedic.search.trial import PRUNE_ON
+from trainmedic.search.trial import PRUNE_ON, PRUNER
 
 SCRIPT = '''\
 """A small classifier: argparse flags, SGD, DataLoaders, a validation loss every epoch."""
@@ -148,12 +148,13 @@ def test_python_api_prunes_by_diagnosis_and_by_the_median_pruner():
                             sampler="random", seed=3)
     states = {t.number: t for t in study.trials}
     by_diagnosis = [t for t in states.values() if t.user_attrs.get("pruned_by") in PRUNE_ON]
-    by_pruner = [t for t in states.values() if str(t.user_attrs.get("pruned_by", "")).startswith("MedianPruner")]
+    by_pruner = [t for t in states.values() if t.user_attrs.get("pruned_by") == PRUNER]
     assert by_diagnosis and all(t.state == TrialState.PRUNED for t in by_diagnosis)
     assert all(t.params["scale"] == 1e4 for t in by_diagnosis)      # logits x1e4 blow the loss up
     assert by_pruner and all(t.state == TrialState.PRUNED for t in by_pruner)
     complete = [t.value for t in states.values() if t.state == TrialState.COMPLETE]
     assert complete and study.best_value == max(complete)
+    assert all("MedianPruner" in t.user_attrs["pruned_reason"] for t in by_pruner)
     for t in by_pruner:    # stopped below the median of earlier complete trials at that epoch
         step, value = max(t.intermediate_values.items())
         earlier = [u.intermediate_values[step] for u in study.trials if u.number < t.number
@@ -192,7 +193,9 @@ def test_cli_prints_the_best_trials_and_writes_the_reports(script, tmp_path):
     assert "study 'train' (minimize val_loss): 2 complete, 1 pruned" in result.output
     assert re.search(r"routes: lr -> SGD\(lr\)", result.output)
     summary = json.loads((out / "tune.json").read_text())
-    assert [t["params"]["lr"] for t in summary["best"]] in ([0.1, 0.01], [0.01, 0.1])
+    assert sorted(t["params"]["lr"] for t in summary["best"]) == [0.01, 0.1]
+    values = [t["value"] for t in summary["best"]]
+    assert values == sorted(values)                          # val_loss: the lowest first
     html = (tmp_path / "t.html").read_text()
     assert "Optimisation history" in html and "data:image/png;base64," in html
     assert (out / "tune.html").read_text() == html
@@ -270,3 +273,62 @@ def test_a_study_is_resumed_with_its_finished_trials(script, tmp_path):
     first = {t.number: (t.params, t.value) for t in tune_script(script, [], ["lr=log:1e-3:1e-1"], **run).study.trials}
     again = tune_script(script, [], ["lr=log:1e-3:1e-1"], **{**run, "trials": 3}).study.trials
     assert len(again) == 3 and {t.number: (t.params, t.value) for t in again[:2]} == first
+
+
+def test_the_metric_may_be_named_without_its_prefix_and_reaches_the_pruner(script, tmp_path):
+    study = tune_script(script, [], ["lr=log:1e-3:1e-1"], trials=2, metric="loss", sampler="random",
+                        seed=0, out_dir=str(tmp_path / "out"), echo=lambda m: None).study
+    assert study.direction.name == "MINIMIZE"
+    for t in study.trials:                           # the report rounds to 6 digits
+        assert len(t.intermediate_values) == 3 and t.value == pytest.approx(t.intermediate_values[2], rel=1e-5)
+
+
+def test_a_finished_study_is_not_run_again(script, tmp_path):
+    run = dict(trials=2, sampler="random", seed=0, out_dir=str(tmp_path / "out"), echo=lambda m: None)
+    tune_script(script, [], ["lr=log:1e-3:1e-1"], **run)
+    assert len(tune_script(script, [], ["lr=log:1e-3:1e-1"], **run).study.trials) == 2
+
+
+CRASHES = """import sys, torch
+if sys.argv[1] == "crash":
+    raise RuntimeError("out of memory, say")
+if sys.argv[1] == "interrupt":
+    raise KeyboardInterrupt
+model = torch.nn.Linear(2, 2)
+torch.optim.SGD(model.parameters(), lr=0.1)
+"""
+
+
+def test_a_crash_before_any_route_fails_the_trial_and_ctrl_c_ends_the_search(tmp_path):
+    script = tmp_path / "crashes.py"
+    script.write_text(CRASHES)
+    study = tune_script(str(script), ["crash"], ["lr=log:1e-3:1e-1"], trials=2, sampler="random",
+                        out_dir=str(tmp_path / "a"), echo=lambda m: None).study
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    with pytest.raises(KeyboardInterrupt):
+        tune_script(str(script), ["interrupt"], ["lr=log:1e-3:1e-1"], trials=3, sampler="random",
+                    out_dir=str(tmp_path / "b"), echo=lambda m: None)
+
+
+def test_trainmedics_own_optimizers_keep_their_settings_during_a_trial():
+    from trainmedic.checks.base import fresh_optimizer
+    from trainmedic.search.routes import Routes
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    with Routes({"lr": 5.0, "weight_decay": 0.1}, {"lr": "optimizer", "weight_decay": "optimizer"}):
+        user = torch.optim.SGD(params, lr=0.01)
+        own = fresh_optimizer(user, params, lr=1e-3, weight_decay=0.0)
+    assert user.param_groups[0]["lr"] == 5.0 and user.param_groups[0]["weight_decay"] == 0.1
+    assert own.param_groups[0]["lr"] == 1e-3 and own.param_groups[0]["weight_decay"] == 0.0
+
+
+def test_python_api_minimises_a_loss_metric_by_default_and_passes_the_trial_only_when_asked():
+    seen = []
+
+    def train(params, epochs=2):                       # a second parameter with a default
+        seen.append(epochs)
+        return params["x"] ** 2
+    study = trainmedic.tune(train, {"x": ("float", -1, 1)}, n_trials=5, metric="val_loss",
+                            sampler="random", seed=0)
+    assert study.direction.name == "MINIMIZE" and seen == [2] * 5
+    got = trainmedic.tune(lambda params, trial: trial.number, {"x": [1, 2]}, n_trials=2)
+    assert sorted(t.value for t in got.trials) == [0, 1]

@@ -5,6 +5,8 @@ least one monitor is active, restored exactly when the last one closes."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 
 import torch
@@ -17,6 +19,22 @@ _originals: dict[str, object] = {}
 # Remedies that change what a loss function gets (class weights, logits instead of
 # probabilities): callables (name, args, kwargs, evaluating) -> (args, kwargs), applied in order.
 loss_transforms: list = []
+_own = contextvars.ContextVar("trainmedic_own_work", default=False)
+
+
+@contextlib.contextmanager
+def own_work():
+    """trainmedic's own work on copies of the user's run (the first-batch probes' optimizers):
+    what reshapes the user's run (a tuning trial's routes) leaves it alone."""
+    token = _own.set(True)
+    try:
+        yield
+    finally:
+        _own.reset(token)
+
+
+def in_own_work() -> bool:
+    return _own.get()
 
 
 def activate(monitor) -> None:

@@ -232,14 +232,17 @@ def preserved(model: nn.Module, optimizer: torch.optim.Optimizer | None, loaders
 
 def fresh_optimizer(optimizer: torch.optim.Optimizer | None, params, *, lr: float | None = None,
                     weight_decay: float | None = None) -> torch.optim.Optimizer:
-    """A new optimizer of the user's class and settings (Adam 1e-3 when none) for ``params``."""
-    if optimizer is None:
-        return torch.optim.Adam(params, lr=lr or 1e-3)
-    defaults = dict(optimizer.defaults)
-    for key in ("foreach", "fused", "capturable", "differentiable"):
-        defaults.pop(key, None)
-    defaults["lr"] = lr if lr is not None else optimizer.param_groups[0]["lr"]
-    if weight_decay is not None and "weight_decay" in defaults:
-        defaults["weight_decay"] = weight_decay
-    return type(optimizer)(params, **defaults)
+    """A new optimizer of the user's class and settings (Adam 1e-3 when none) for ``params``,
+    built as trainmedic's own work (a tuning trial's values do not reach it)."""
+    from trainmedic._patches import own_work
+    with own_work():
+        if optimizer is None:
+            return torch.optim.Adam(params, lr=lr or 1e-3)
+        defaults = dict(optimizer.defaults)
+        for key in ("foreach", "fused", "capturable", "differentiable"):
+            defaults.pop(key, None)
+        defaults["lr"] = lr if lr is not None else optimizer.param_groups[0]["lr"]
+        if weight_decay is not None and "weight_decay" in defaults:
+            defaults["weight_decay"] = weight_decay
+        return type(optimizer)(params, **defaults)
 

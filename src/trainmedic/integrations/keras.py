@@ -86,6 +86,7 @@ class TrainmedicCallback(Watcher, keras.callbacks.Callback):
                          on_finding=on_finding, stop_on=stop_on, monitor=monitor)
         keras.callbacks.Callback.__init__(self)
         self._view: KerasOptimizerView | None = None
+        self._calls = 0
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         if self.monitor is not None:          # the last fit raised: Keras tells callbacks nothing
@@ -104,6 +105,7 @@ class TrainmedicCallback(Watcher, keras.callbacks.Callback):
             monitor.active = False
             return
         optimizer = model.optimizer
+        self._calls = int(optimizer._iterations)     # apply calls so far; counted here from now on
         vars(optimizer)["apply"] = self._measured_apply(optimizer, optimizer.apply)
         self._handles.append(_Restore(optimizer, "apply"))
 
@@ -136,7 +138,8 @@ class TrainmedicCallback(Watcher, keras.callbacks.Callback):
             self.monitor.add_optimizer(view)     # known before its first step: a micro-batch's
                                                  # backward is not a step of its own
         every = optimizer.gradient_accumulation_steps
-        if every and (int(optimizer._iterations) + 1) % every:
+        self._calls += 1                     # a Python count: reading _iterations would sync
+        if every and self._calls % every:
             return None
         lr = getattr(optimizer.learning_rate, "value", optimizer.learning_rate)
         # a copy of this step's value, read on the host at the next tick (no sync per step)

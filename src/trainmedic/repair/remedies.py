@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from trainmedic._patches import own_work
+
 
 class NotApplicable(Exception):
     """The remedy does not apply to this run (no dropout layer to raise, inputs already
@@ -332,7 +334,8 @@ class SgdToAdam(Remedy):
                        [list(s.base_lrs) for s in ctx.schedulers])
         groups = [{"params": g["params"], "lr": self.lr,
                    "weight_decay": g.get("weight_decay", 0.0)} for g in opt.param_groups]
-        fresh = torch.optim.Adam(groups)
+        with own_work():
+            fresh = torch.optim.Adam(groups)
         for k, v in fresh.__dict__.items():
             if k not in keep:
                 opt.__dict__[k] = v

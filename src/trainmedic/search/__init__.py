@@ -9,7 +9,7 @@ except ImportError as exc:
 
 from trainmedic.search.function import tune
 from trainmedic.search.study import TuneResult, make_pruner, tune_script
-from trainmedic.search.summary import format_summary, summarize, write_html, write_reports
+from trainmedic.search.summary import format_summary, render_html, summarize, write_reports
 
 __all__ = ["tune", "tune_script", "TuneResult", "make_pruner", "summarize", "format_summary",
-           "write_html", "write_reports"]
+           "render_html", "write_reports"]

@@ -1,4 +1,4 @@
-"""``trainmedic.search(train_fn, space)``: an Optuna study over a training function.
+"""``trainmedic.tune(train_fn, space)``: an Optuna study over a training function.
 
 ``train_fn(params)`` (or ``train_fn(params, trial)``) trains with the values in ``params`` and
 returns the value to optimise. Every monitor the function builds while it runs
@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 
 import optuna
 
+from trainmedic import run_metric
 from trainmedic.monitor import StopTraining, attached
 from trainmedic.search.space import make_sampler, space_from_dict, suggest
 from trainmedic.search.storage import open_storage
@@ -21,23 +22,29 @@ from trainmedic.search.trial import PRUNE_ON, TrialControl
 
 
 def tune(train_fn: Callable[..., float], space: Mapping[str, Any], n_trials: int = 40, *,
-         direction: str = "maximize", metric: str | None = None, sampler: str = "tpe",
+         direction: str | None = None, metric: str | None = None, sampler: str = "tpe",
          seed: int | None = None, grid_points: int = 5, storage: str | None = None,
          study_name: str | None = None, pruner: str = "median", diagnosis: bool = True,
          catch: tuple[type[Exception], ...] = ()) -> optuna.Study:
     """Optimise ``train_fn`` over ``space`` (see ``space.space_from_dict``); returns the study.
     ``metric``: the validation metric reported to the pruner per epoch (default ``val_acc``
-    when maximising, ``val_loss`` when minimising). ``storage``: an Optuna storage URL (default:
-    in memory). ``catch``: exceptions of ``train_fn`` that fail one trial, not the study."""
+    when maximising, ``val_loss`` when minimising); ``direction``: ``maximize`` or
+    ``minimize`` (default: minimise losses and errors, maximise the rest; ``maximize`` without
+    a metric). ``storage``: an Optuna storage URL (default: in memory). ``catch``: exceptions
+    of ``train_fn`` that fail one trial, not the study."""
     if not callable(train_fn):
         raise TypeError(f"train_fn={train_fn!r} is not callable")
     if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
         raise ValueError(f"n_trials={n_trials!r}: expected an integer >= 1")
+    if direction is None:
+        direction = "maximize" if metric is None or run_metric.maximized(metric) else "minimize"
     if direction not in DIRECTIONS:
         raise ValueError(f"direction={direction!r}: expected one of {', '.join(DIRECTIONS)}")
     dists = space_from_dict(space)
     metric = metric or ("val_acc" if direction == "maximize" else "val_loss")
-    wants_trial = len(inspect.signature(train_fn).parameters) >= 2
+    required = [p for p in inspect.signature(train_fn).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+    wants_trial = len(required) >= 2
     study = optuna.create_study(
         storage=open_storage(storage, "") if storage else None, study_name=study_name,
         sampler=make_sampler(sampler, dists, seed, grid_points), pruner=make_pruner(pruner),

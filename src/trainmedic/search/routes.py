@@ -19,6 +19,8 @@ import functools
 import inspect
 from typing import Any, Iterable, Mapping
 
+from trainmedic._patches import in_own_work
+
 OPTIMIZER_SETTINGS = ("lr", "weight_decay", "momentum", "dampening", "nesterov", "betas", "eps",
                       "alpha", "rho", "lr_decay", "amsgrad", "centered")
 LOADER_SETTINGS = ("batch_size",)
@@ -119,6 +121,8 @@ class Routes:
         routes = self
 
         def __init__(opt: Any, params: Any, defaults: dict, *args: Any, **kwargs: Any) -> None:
+            if in_own_work():                   # trainmedic's probes keep their own settings
+                return original(opt, params, defaults, *args, **kwargs)
             settings = {k: v for k, v in routes.by("optimizer").items() if k in defaults}
             original(opt, params, {**defaults, **settings}, *args, **kwargs)
             for group in opt.param_groups:

@@ -40,13 +40,13 @@ def open_storage(url: str | None, default_path: str, *, heartbeat_interval: int 
         return _journal(url)
     dialect = url.partition("://")[0].partition("+")[0]
     if "://" not in url or dialect not in RDB_DIALECTS:
-        raise ValueError(f"--storage {_shown(url)!r}: {EXPECTED}")
+        raise ValueError(f"--storage {shown(url)!r}: {EXPECTED}")
     try:
         return _rdb(url, dialect, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                     max_retry=max_retry)
     except ImportError as e:
         hint = _DRIVER_HINTS.get(dialect, "install the database driver the URL names")
-        raise ImportError(f"--storage {_shown(url)!r}: the {dialect} driver is missing "
+        raise ImportError(f"--storage {shown(url)!r}: the {dialect} driver is missing "
                           f"({e.__cause__ or e}); {hint}") from e
 
 
@@ -68,7 +68,11 @@ def _rdb(url: str, dialect: str, heartbeat_interval: int, grace_period: int, max
             return connect()
         except sqlalchemy.exc.DatabaseError:
             time.sleep(random.uniform(0.1, 0.5))
-    return connect()
+    try:
+        return connect()
+    except sqlalchemy.exc.DatabaseError as e:
+        raise ValueError(f"--storage {shown(url)!r}: cannot open the database "
+                         f"({getattr(e, 'orig', None) or e})") from e
 
 
 def _with_driver(url: str) -> str:
@@ -87,6 +91,6 @@ def _journal(url: str) -> JournalStorage:
     return JournalStorage(JournalFileBackend(path))
 
 
-def _shown(url: str) -> str:
+def shown(url: str) -> str:
     """The URL with its password masked, for messages."""
     return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)

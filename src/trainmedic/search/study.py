@@ -21,7 +21,8 @@ import optuna
 from trainmedic import run_metric
 from trainmedic.search.routes import plan
 from trainmedic.search.space import make_sampler, parse_space
-from trainmedic.search.storage import _shown, open_storage
+from trainmedic.search.storage import shown, open_storage
+from trainmedic.search.summary import fmt
 from trainmedic.search.trial import TrialFailed, run_trial
 
 PRUNERS = ("median", "hyperband", "none")
@@ -90,14 +91,15 @@ def tune_script(script: str, args: Sequence[str] = (), params: Sequence[str] = (
                                      "pruner": pruner, "diagnosis": diagnosis})
     echo(f"trainmedic tune: {script}, {len(space)} parameter(s) "
          f"({', '.join(f'{k} via {v}' for k, v in routes.items())}), study {study.study_name!r} "
-         f"in {_shown(storage)}, runs in {out_dir}")
-    helpers = [_spawn_worker(i, script, args, params, trials=trials, metric=metric,
-                             direction=study.direction.name.lower(), sampler=sampler, seed=seed,
-                             grid_points=grid_points, storage=storage, study=study.study_name,
-                             pruner=pruner, diagnosis=diagnosis, out_dir=out_dir, every=every,
-                             grace_period=grace_period)
-               for i in range(1, workers)]
+         f"in {shown(storage)}, runs in {out_dir}")
+    helpers: list[subprocess.Popen] = []
     try:
+        for i in range(1, workers):
+            helpers.append(_spawn_worker(
+                i, script, args, params, trials=trials, metric=metric,
+                direction=study.direction.name.lower(), sampler=sampler, seed=seed,
+                grid_points=grid_points, storage=storage, study=study.study_name, pruner=pruner,
+                diagnosis=diagnosis, out_dir=out_dir, every=every, grace_period=grace_period))
         optimize(study, script, args, space, routes, trials=trials, metric=metric,
                  diagnosis=diagnosis, out_dir=out_dir, every=every, echo=echo)
     except BaseException:               # bad input or Ctrl-C: the other workers stop too
@@ -105,8 +107,10 @@ def tune_script(script: str, args: Sequence[str] = (), params: Sequence[str] = (
             proc.terminate()
         raise
     finally:
-        for proc in helpers:
-            proc.wait()
+        for i, proc in enumerate(helpers, 1):
+            if proc.wait() not in (0, -15):          # -15: stopped by us (SIGTERM)
+                echo(f"trainmedic tune: worker {i} ended with exit code {proc.returncode}; "
+                     f"see {os.path.join(out_dir, f'worker-{i}.txt')}")
     return TuneResult(study, out_dir)
 
 
@@ -122,24 +126,23 @@ def optimize(study: optuna.Study, script: str, args: Sequence[str], space: dict,
     def said(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         echo(_trial_line(trial))
 
-    study.optimize(objective, n_trials=trials, catch=(TrialFailed,),
+    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    if finished >= trials:                          # a resumed study that is already done
+        return
+    study.optimize(objective, n_trials=trials - finished, catch=(TrialFailed,),
                    callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED), said])
 
 
 def _trial_line(t: optuna.trial.FrozenTrial) -> str:
-    params = ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items())
+    params = ", ".join(f"{k}={fmt(v)}" for k, v in t.params.items())
     steps = t.user_attrs.get("steps")
     if t.state == optuna.trial.TrialState.COMPLETE:
-        what = f"{_fmt(t.value)}"
+        what = f"{fmt(t.value)}"
     elif t.state == optuna.trial.TrialState.PRUNED:
-        what = f"pruned ({t.user_attrs.get('pruned_by', 'pruner')})"
+        what = f"pruned ({t.user_attrs.get('pruned_reason') or t.user_attrs.get('pruned_by', 'pruner')})"
     else:
         what = t.state.name.lower()
     return f"  trial {t.number:3d}: {what}  [{params}]" + (f"  {steps} steps" if steps is not None else "")
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def _spawn_worker(i: int, script: str, args: Sequence[str], params: Sequence[str], *,

@@ -1,6 +1,6 @@
 """What a study found, for people: the best trials, what pruning stopped and saved, parameter
 importances; as a dict (``summarize``), a terminal table (``format_summary``) and a
-self-contained HTML page with Optuna's plots (``write_html``)."""
+self-contained HTML page with Optuna's plots (``render_html``, ``write_reports``)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+
+from trainmedic.search.trial import PRUNER
 
 
 
@@ -42,11 +44,8 @@ def _trial(t: FrozenTrial) -> dict[str, Any]:
 
 
 def _reason(t: FrozenTrial) -> str:
-    """Why a trial was pruned: the finding id that stopped it, "pruner" for Optuna's pruner,
-    or the reason as given (a non-finite metric)."""
-    reason = str(t.user_attrs.get("pruned_by", "pruner"))
-    pruners = {k for k in dir(optuna.pruners) if k.endswith("Pruner")}
-    return "pruner" if reason.split(" ", 1)[0] in pruners else reason
+    """Why a trial was pruned: the finding id that stopped it, PRUNER or NONFINITE."""
+    return str(t.user_attrs.get("pruned_by", PRUNER))
 
 
 def _saved(complete: list[FrozenTrial], pruned: list[FrozenTrial]) -> int:
@@ -83,7 +82,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         names = list(s["best"][0]["params"])
         rows = [("trial", "value", *names, "steps", "findings")]
         for t in s["best"]:
-            rows.append((str(t["number"]), _fmt(t["value"]), *(_fmt(t["params"].get(n)) for n in names),
+            rows.append((str(t["number"]), fmt(t["value"]), *(fmt(t["params"].get(n)) for n in names),
                          str(t["steps"]), ", ".join(t["findings"]) or "-"))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         table = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
@@ -103,7 +102,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _fmt(v: Any) -> str:
+def fmt(v: Any) -> str:
+    """A value as the tables show it (floats to 4 significant digits)."""
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
@@ -112,31 +112,31 @@ def write_reports(result: Any, summary: dict[str, Any], html_path: str | None = 
     too); the paths written."""
     from trainmedic.findings import _jsonable, write_atomic
     paths = [write_atomic(os.path.join(result.out_dir, "tune.json"), json.dumps(_jsonable(summary), indent=1))]
+    page = render_html(result.study, summary)
     for path in [os.path.join(result.out_dir, "tune.html")] + ([html_path] if html_path else []):
-        paths.append(write_html(result.study, summary, path))
+        paths.append(write_atomic(path, page))
     return paths
 
 
-def write_html(study: optuna.Study, summary: dict[str, Any], path: "str | os.PathLike[str]") -> str:
+def render_html(study: optuna.Study, summary: dict[str, Any]) -> str:
     """A self-contained HTML page: the summary, the best trial's findings, and Optuna's
     optimisation history, parallel coordinates and importance plots (inline PNG)."""
     import jinja2
-    from trainmedic.findings import write_atomic
     env = jinja2.Environment(loader=jinja2.PackageLoader("trainmedic", "report/templates"),
                              autoescape=True)
     best = summary["best"][0] if summary["best"] else None
-    return write_atomic(path, env.get_template("tune.html.j2").render(
-        s=summary, text=format_summary(summary), plots=_plots(study),
-        findings=_best_findings(best), best=best))
+    return env.get_template("tune.html.j2").render(s=summary, plots=_plots(study),
+                                                   findings=_best_findings(best), best=best)
 
 
-def _best_findings(best: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The best trial's findings, from its run's report."""
-    if best is None or not best.get("run_dir"):
+def _best_findings(best: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+    """The best trial's findings from its run's report; None when that report is not on this
+    machine (a trial another machine ran)."""
+    if best is None:
         return []
-    path = os.path.join(best["run_dir"], "report.json")
+    path = os.path.join(best.get("run_dir") or "", "report.json")
     if not os.path.isfile(path):
-        return []
+        return None
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)["findings"]
 
@@ -159,9 +159,9 @@ def _plots(study: optuna.Study) -> list[tuple[str, str]]:
                 warnings.simplefilter("ignore")
                 ax = plot(study)
         except (RuntimeError, ValueError):
+            plt.close("all")                # a figure it opened before it gave up
             continue
         fig = (ax if not hasattr(ax, "__len__") else ax.flat[0]).figure
         fig.set_size_inches(8, 3.6)
-        fig.tight_layout()
         out.append((title, _uri(plt, fig)))
     return out
