@@ -347,7 +347,7 @@ def test_order_table_names_only_known_remedies_and_every_finding_has_a_priority(
     assert set(ORDER) <= set(CATALOG) and set(ORDER) <= set(PRIORITY)
     for ids in ORDER.values():
         for rid in ids:
-            assert rid in REMEDIES and make(rid).id == rid
+            assert rid in REMEDIES
     assert make("lr_scale_0.003").factor == 0.003
     with pytest.raises(ValueError, match="remedy='nope'"):
         make("nope")
@@ -375,6 +375,8 @@ def test_a_remedy_that_does_not_apply_is_skipped_and_repair_stays_on(tmp_path):
     outcomes = [(r["remedy"], r["outcome"]) for r in rep.run["repairs"]]
     assert outcomes[0] == ("weight_decay_0.1", "not applicable"), outcomes   # SGD without decay
     assert ("lr_scale_0.1", "kept") in outcomes
+    kept = next(r for r in rep.run["repairs"] if r["outcome"] == "kept")
+    assert kept["loss_unrepaired"] is not None        # the second attempt still has the bar
     assert "repair_disabled" not in rep.run
     assert not [w for w in caught if "repair" in str(w.message)]
 
@@ -486,6 +488,58 @@ def test_a_warmup_is_verified_only_after_its_ramp_and_the_usual_window(tmp_path)
     assert tried and tried[0] == "warmup", rep.run["repairs"]
     assert verdicts, rep.run["repairs"]
     outcome, after = verdicts[0]
-    assert outcome in ("kept", "failed"), verdicts
-    if outcome == "kept":                   # judged only once the ramp and the window were done
-        assert after >= seen["remedy"].ramp_steps + 1, verdicts
+    assert outcome == "kept", verdicts
+    assert after >= seen["remedy"].ramp_steps + 1, verdicts   # judged once the ramp and the window were done
+
+
+def test_an_attempt_answers_its_finding_and_its_symptoms_only():
+    """The findings resolved while a remedy is verified are the one it answers and those that
+    follow from it; an unrelated finding keeps its status."""
+    from trainmedic.findings import Finding
+    model = torch.nn.Linear(4, 2)
+    monitor = trainmedic.watch(model, torch.optim.SGD(model.parameters(), lr=0.1), repair=True,
+                               on_finding=lambda f: None)
+    try:
+        found = {fid: Finding.make(fid, "planted") for fid in
+                 ("learning_rate_too_high", "loss_diverging", "class_imbalance")}
+        found["loss_diverging"].caused_by = "learning_rate_too_high"
+        monitor.findings.update(found)
+        ctl = monitor.controller
+        follows = [fid for fid, f in found.items() if ctl._follows(f, "learning_rate_too_high")]
+        assert follows == ["learning_rate_too_high", "loss_diverging"]
+    finally:
+        monitor.close()
+
+
+def test_a_failing_loss_remedy_is_taken_out_with_one_warning_and_the_loss_is_untouched():
+    from trainmedic import _patches
+    model = torch.nn.Linear(4, 3)
+    monitor = trainmedic.watch(model, torch.optim.SGD(model.parameters(), lr=0.1), on_finding=lambda f: None)
+
+    def broken(name, args, kwargs, evaluating):
+        raise RuntimeError("planted")
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    expected = torch.nn.functional.cross_entropy(model(x), y)
+    _patches.loss_transforms.append(broken)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = torch.nn.functional.cross_entropy(model(x), y)
+            torch.nn.functional.cross_entropy(model(x), y)
+    finally:
+        if broken in _patches.loss_transforms:
+            _patches.loss_transforms.remove(broken)
+        monitor.close()
+    assert torch.equal(got, expected)
+    assert broken not in _patches.loss_transforms
+    assert len([w for w in caught if "loss remedy failed" in str(w.message)]) == 1
+
+
+def test_a_custom_order_takes_every_remedy_id_make_takes():
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = trainmedic.watch(model, opt, on_finding=lambda f: None,
+                               repair={"order": {"learning_rate_too_high": ["lr_scale_0.5"]}})
+    monitor.close()
+    with pytest.raises(ValueError, match=r"order\['learning_rate_too_high'\].*remedy='nope'"):
+        trainmedic.watch(model, opt, repair={"order": {"learning_rate_too_high": ["nope"]}})

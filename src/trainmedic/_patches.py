@@ -94,9 +94,14 @@ def _wrap_loss(name: str, fn):
         if not _active:
             return fn(*args, **kwargs)
         evaluating = any(m.validation.is_eval_loss() for m in _active)
-        if loss_transforms:
-            for transform in list(loss_transforms):
+        for transform in list(loss_transforms):
+            try:
                 args, kwargs = transform(name, args, kwargs, evaluating)
+            except Exception as exc:  # noqa: BLE001 - a remedy's failure never reaches the loss call
+                loss_transforms.remove(transform)
+                from trainmedic._safety import warn
+                warn(f"trainmedic: a loss remedy failed ({type(exc).__name__}: {exc}) and was "
+                     f"taken out; the loss is computed as your code asks")
         result = fn(*args, **kwargs)
         output = args[0] if args else kwargs.get("input")
         target = args[1] if len(args) > 1 else kwargs.get("target")

@@ -68,14 +68,14 @@ class RepairController:
         self.order = {**_order.ORDER, **(order or {})}
         for fid, ids in self.order.items():
             for rid in ids:
-                if rid not in _order.REMEDIES:
-                    raise ValueError(f"order[{fid!r}] names remedy {rid!r}; expected one of "
-                                     f"{sorted(_order.REMEDIES)}")
+                try:
+                    _order.make(rid)
+                except ValueError as exc:
+                    raise ValueError(f"order[{fid!r}]: {exc}") from None
         self.attempts: list[dict[str, Any]] = monitor.extra_run_info.setdefault("repairs", [])
         self.kept: list[Remedy] = []
-        self._tried: dict[str, int] = {}
-        self._applied: set[str] = set()           # findings a remedy was applied for (not all skipped)
         self._orders: dict[str, list[str]] = {}   # each finding's list, arranged at its first attempt
+        self._unrepaired: dict[str, np.ndarray] = {}   # each finding's run before its first rollback
         self._given_up: set[str] = set()
         self._current: dict[str, Any] | None = None
         self._ticks = 0
@@ -213,7 +213,7 @@ class RepairController:
         if todo:
             rank = {k: i for i, k in enumerate(_order.PRIORITY)}
             finding = min(todo, key=lambda f: rank.get(f.id, len(rank)))
-            self._attempt(finding, [f.id for f in repairable])
+            self._attempt(finding, [f.id for f in repairable if self._follows(f, finding.id)])
         elif not repairable:
             self._remove_first_hook()
             self._healthy_point()
@@ -227,22 +227,35 @@ class RepairController:
             f = self.monitor.findings[f.caused_by]
         return f.id
 
+    def _follows(self, f: Any, cause: str) -> bool:
+        """Whether ``f`` is the finding ``cause`` or follows from it (its ``caused_by`` chain)."""
+        seen = set()
+        while f is not None and f.id not in seen:
+            if f.id == cause:
+                return True
+            seen.add(f.id)
+            f = self.monitor.findings.get(f.caused_by) if f.caused_by else None
+        return False
+
+    def _records(self, finding_id: str) -> list[dict[str, Any]]:
+        return [r for r in self.attempts if r["finding"] == finding_id]
+
     def _attempt(self, finding: Any, targets: list[str]) -> None:
         m = self.monitor
-        n = self._tried.get(finding.id, 0)
+        n = len(self._records(finding.id))                          # remedies tried or skipped
+        applied = sum(r["outcome"] != "skipped" for r in self._records(finding.id))
         if finding.id not in self._orders:
             from trainmedic.detectors.learning_rate import adaptive
             self._orders[finding.id] = _order.arranged(self.order[finding.id], step=m.step,
                                                        adaptive=adaptive(m.run))
         order = self._orders[finding.id][:self.max_attempts]
-        snap = self.ring.back(n)
+        snap = self.ring.back(applied)
         if n >= len(order) or snap is None:
             why = ("no healthy snapshot to roll back to" if snap is None else
-                   f"{n} remedies tried, none verified" if finding.id in self._applied else
+                   f"{n} remedies tried, none verified" if applied else
                    "each of its remedies would undo a kept one")
-            self._give_up(finding, targets, why)
+            self._give_up(finding, targets, why, rolled_back=applied > 0)
             return
-        self._tried[finding.id] = n + 1
         remedy = _order.make(order[n])
         undone = self._undoes(remedy)
         if undone is not None:
@@ -252,16 +265,16 @@ class RepairController:
                                   "reason": f"it would undo {undone}"})
             self._attempt(finding, targets)
             return
-        self._applied.add(finding.id)
         back = remedy.rollback
         record = {"finding": finding.id, "remedy": remedy.id, "description": remedy.description,
                   "cost": remedy.cost, "step": m.step,
                   "rolled_back_to_step": snap.step if back else None,
                   "outcome": "unverified", "loss_before": snap.loss, "loss_after": None}
         self.attempts.append(record)
-        # the unrepaired run after the snapshot: its loss at the same distance is the bar
-        s = m.run.loss_steps[:, 0]
-        unrepaired = m.run.loss_steps[s > snap.step].copy() if back else None
+        # the unrepaired run after the snapshot: its loss at the same distance is the bar (the
+        # run as it was before this finding's first rollback, not a failed attempt's)
+        original = self._unrepaired.setdefault(finding.id, m.run.loss_steps.copy())
+        unrepaired = original[original[:, 0] > snap.step].copy() if back else None
         if unrepaired is not None:
             unrepaired[:, 0] -= snap.step
         scored = [e.get("val_loss") for e in m.validation.epochs if e.get("val_loss") is not None]
@@ -294,10 +307,10 @@ class RepairController:
         m = self.monitor
         cur = self._current
         snap, record, remedy = cur["snap"], cur["record"], cur["remedy"]
-        back = [f.id for f in m.findings.values() if f.active and (
+        back = [f.id for f in m.findings.values() if f.active and f.id not in self._given_up and (
             f.id in cur["targets"] or (f.id in self.order and f.severity == Severity.ERROR))]
         if remedy.verify == "val":
-            back = [fid for fid in back if fid != "overfitting"]   # judged on new epochs below
+            back = [fid for fid in back if fid != cur["finding"]]   # judged on new epochs below
         if back:
             self._fail(f"{', '.join(back)} came back")
             return
@@ -403,11 +416,11 @@ class RepairController:
         finding = m.findings[cur["finding"]]
         self._attempt(finding, cur["targets"])
 
-    def _give_up(self, finding: Any, targets: list[str], why: str) -> None:
+    def _give_up(self, finding: Any, targets: list[str], why: str, rolled_back: bool) -> None:
         m = self.monitor
         self._given_up |= {finding.id, *targets}     # its symptoms are not tried on their own
         snap = self.ring.newest
-        if snap is not None and finding.id in self._applied:
+        if snap is not None and rolled_back:
             self._restore(snap)           # back to the healthy point, with the user's settings
         for fid in {finding.id, *targets}:
             f = m.findings.get(fid)

@@ -61,7 +61,6 @@ class ClassWeights(_LossTransform):
             raise NotApplicable("no class counts to weight by")
         counts = torch.as_tensor(counts, dtype=torch.float32).clamp_min(1)
         weight = counts.sum() / (len(counts) * counts)
-        self.weights = [round(float(w), 4) for w in weight]
         cache: dict[Any, torch.Tensor] = {}
 
         def transform(name, args, kwargs, evaluating):

@@ -241,10 +241,14 @@ class NormalizeInputs(Remedy):
         if bool(((mean.abs() < 0.1) & ((std - 1).abs() < 0.1)).all()):
             raise NotApplicable("the inputs are standardised already")
 
+        placed: dict[tuple[Any, Any], tuple[torch.Tensor, torch.Tensor]] = {}
+
         def pre(_model, args):
             if not args or not torch.is_tensor(args[0]) or not args[0].is_floating_point():
                 return None
             x = args[0]
+            if x.dim() < 2:
+                return None
             if x.dim() == 2 or x.dim() == 3:
                 shape = (1,) * (x.dim() - 1) + (-1,)
             else:
@@ -252,13 +256,13 @@ class NormalizeInputs(Remedy):
             c = x.shape[-1] if x.dim() in (2, 3) else x.shape[1]
             if c != len(mean):
                 return None
-            m = mean.to(x.device, x.dtype).reshape(shape)
-            sd = std.to(x.device, x.dtype).reshape(shape)
-            return ((x - m) / sd,) + tuple(args[1:])
+            key = (x.device, x.dtype)                # copied to the device once, not per forward
+            if key not in placed:
+                placed[key] = (mean.to(x.device, x.dtype), std.to(x.device, x.dtype))
+            m, sd = placed[key]
+            return ((x - m.reshape(shape)) / sd.reshape(shape),) + tuple(args[1:])
 
         self._hooks = [m.register_forward_pre_hook(pre) for m in ctx.models]
-        self.stats = {"mean": [round(float(v), 4) for v in mean[:8]],
-                      "std": [round(float(v), 4) for v in std[:8]]}
 
     def undo(self, ctx: RepairContext) -> None:
         for h in self._hooks:

@@ -171,12 +171,10 @@ class ClipGradNorm(_HookRemedy):
 
     def apply(self, ctx: RepairContext) -> None:
         max_norm = self.max_norm
+        params = [p for g in ctx.optimizer.param_groups for p in g["params"]]
 
-        def clip(opt, _args, _kwargs):
-            if not self.enabled:
-                return
-            params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
-            if params:
+        def clip(_opt, _args, _kwargs):
+            if self.enabled:                 # clip_grad_norm_ skips parameters without a gradient
                 torch.nn.utils.clip_grad_norm_(params, max_norm)
         self.enabled = True
         self._handle = _first_pre_hook(ctx.optimizer, clip)
@@ -282,7 +280,6 @@ class Warmup(_HookRemedy):
         self.steps = self.ramp_steps = steps
         self.id = "warmup"
         self.description = f"linear learning-rate warmup over the first {steps} steps"
-        self._post_handle = None
 
     def apply(self, ctx: RepairContext) -> None:
         state = {"k": 0, "saved": None}
@@ -304,11 +301,8 @@ class Warmup(_HookRemedy):
 
         self.enabled = True
         self._handle = _first_pre_hook(ctx.optimizer, before)
-        self._post_handle = ctx.optimizer.register_step_post_hook(after)
-
-    def undo(self, ctx: RepairContext) -> None:
-        super().undo(ctx)                    # the post-hook stays as a no-op (see _HookRemedy)
-        self._post_handle = None
+        # the post-hook stays registered after undo, as a no-op once the pre-hook is gone
+        ctx.optimizer.register_step_post_hook(after)
 
 
 class SgdToAdam(Remedy):
