@@ -200,3 +200,15 @@ def test_a_control_stops_a_script_run(tmp_path, monkeypatch):
     run = json.loads(out.read_text())["run"]
     assert run["stopped_by"] == "x" and run["status"] == "stopped"
     assert run["steps"] == 20 and len(run["epochs"]) == 2      # stopped before the 21st step
+
+
+def test_stop_on_acts_only_on_findings_this_rank_measured():
+    """Another rank's finding in rank 0's report, or the comparison of ranks, does not stop rank 0
+    (its peers would wait in DDP's collectives); the same finding measured here does."""
+    from trainmedic.engine import StopOn
+    theirs = Finding.make("loss_diverging", "On rank 1: the loss rises", step=7, evidence={"rank": 1})
+    ranks = Finding.make("rank_divergence", "rank 1 diverges", step=7, evidence={"ranks": [1]})
+    StopOn({"loss_diverging": theirs, "rank_divergence": ranks}, {"error"}).after_tick()
+    ours = Finding.make("loss_diverging", "the loss rises", step=7)
+    with pytest.raises(trainmedic.StopTraining):
+        StopOn({"loss_diverging": ours}, {"error"}).after_tick()

@@ -546,3 +546,23 @@ def test_a_custom_order_takes_every_remedy_id_make_takes():
     monitor.close()
     with pytest.raises(ValueError, match=r"order\['learning_rate_too_high'\].*remedy='nope'"):
         trainmedic.watch(model, opt, repair={"order": {"learning_rate_too_high": ["nope"]}})
+
+
+def test_repair_acts_only_on_findings_this_rank_measured():
+    """Another rank's finding taken into rank 0's report is not repaired on rank 0 (rolling back
+    one rank of a DDP job would make the ranks diverge); the same finding measured here is."""
+    from trainmedic.findings import Finding
+    model = torch.nn.Linear(4, 2)
+    monitor = trainmedic.watch(model, torch.optim.SGD(model.parameters(), lr=0.1), repair=True,
+                               on_finding=lambda f: None)
+    try:
+        ctl = monitor.controller
+        monitor.engine.emit(Finding.make("loss_diverging", "On rank 1: the loss rises", step=3,
+                                         evidence={"rank": 1}))
+        ctl.after_tick()
+        assert ctl.attempts == [] and "repairs_given_up" not in monitor.extra_run_info
+        monitor.findings["loss_diverging"].evidence.pop("rank")
+        ctl.after_tick()
+        assert ctl.attempts or monitor.extra_run_info.get("repairs_given_up")
+    finally:
+        monitor.close()

@@ -64,3 +64,22 @@ def test_a_kept_weight_decay_is_not_turned_back(tmp_path, capsys, monkeypatch):
     assert skipped and all(r["remedy"] == "weight_decay_0.1" and r["rolled_back_to_step"] is None
                            and "weight_decay_up" in r["reason"] for r in skipped)
     assert all("would undo" in g["reason"] for g in run.get("repairs_given_up", []))
+
+
+def test_a_regulariser_that_leaves_the_gap_open_is_not_kept(tmp_path, capsys, monkeypatch):
+    """bug_weak_dropout: weight decay 5e-4 under Adam barely regularises, so the train/validation
+    gap stays as wide as the unrepaired run's and weight_decay_up fails; dropout 0.5 closes it,
+    and the run ends within 10% of its clean twin."""
+    monkeypatch.syspath_prepend(PROGRAMS)
+    out = tmp_path / "report.json"
+    assert run_script(os.path.join(PROGRAMS, "bug_weak_dropout.py"), json_path=str(out),
+                      run_dir=str(tmp_path / "run"), live=False, repair=True) == 0
+    repaired = _final(capsys.readouterr().out)
+    monkeypatch.setattr(sys, "argv", ["clean"])
+    runpy.run_path(os.path.join(PROGRAMS, "clean_weak_dropout.py"), run_name="__main__")
+    clean = _final(capsys.readouterr().out)
+    assert repaired >= clean - 0.1 * abs(clean), (repaired, clean)
+    repairs = {r["remedy"]: r for r in json.loads(out.read_text())["run"]["repairs"]}
+    weak, dropout = repairs["weight_decay_up"], repairs["dropout_up"]
+    assert weak["outcome"] == "failed" and weak["val_gap"] > 2 / 3 * weak["val_gap_unrepaired"], weak
+    assert dropout["outcome"] == "kept" and dropout["val_gap"] <= 2 / 3 * dropout["val_gap_unrepaired"], dropout

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 
 from trainmedic._safety import Guard, warn
 from trainmedic.datastream import DataStream
+from trainmedic.distributed import measured_here
 from trainmedic.findings import Finding, Severity, assign_causes
 from trainmedic.history import RunState, Tick
 from trainmedic.params import ParamTable
@@ -67,7 +68,7 @@ class StopOn:
             return
         worst = [Severity(x).rank for x in self.stop_on if x in ("error", "warning")]
         for f in self.findings.values():
-            if f.active and (f.id in self.stop_on or (worst and f.severity.rank >= min(worst))):
+            if f.active and measured_here(f) and (f.id in self.stop_on or (worst and f.severity.rank >= min(worst))):
                 raise StopTraining(f)
 
 
@@ -188,9 +189,14 @@ class Engine:
 
     def after_epochs(self) -> None:
         """Every control's ``after_epoch``, once for each epoch record closed since the last
-        call, in order."""
+        call, in order; first each detector's ``after_epoch(run, record)`` where it has one (it
+        measures the weights as they were validated, before any control acts)."""
         while self._closed_epochs:
-            self._each("after_epoch", self._closed_epochs.pop(0))
+            record = self._closed_epochs.pop(0)
+            for det in self.detectors:
+                if hasattr(det, "after_epoch"):
+                    self.guard.call(f"detector {det.id}", det.after_epoch, self.run, record)
+            self._each("after_epoch", record)
 
     def _each(self, method: str, *args: Any) -> None:
         for control in list(self.controls):

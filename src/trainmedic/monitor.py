@@ -31,6 +31,7 @@ from trainmedic import _patches
 from trainmedic._hooks import Hooks
 from trainmedic._safety import Guard
 from trainmedic.detectors import default_detectors
+from trainmedic.distributed import RankWatch
 from trainmedic.engine import Engine, StopOn, StopTraining, stop_set
 from trainmedic.findings import Finding, Report
 from trainmedic.goals import Goal
@@ -60,7 +61,8 @@ class Monitor:
                  on_finding: Callable[[Finding], None] | None = None, discover: bool = False,
                  first_batch_checks: bool = True, goal: "str | None" = None,
                  tensorboard: "str | os.PathLike[str] | None" = None,
-                 repair: "bool | dict[str, Any]" = False, stop_on: Iterable[str] = ()) -> None:
+                 repair: "bool | dict[str, Any]" = False, stop_on: Iterable[str] = (),
+                 pretrained: bool = False) -> None:
         if not isinstance(every, int) or isinstance(every, bool) or not 1 <= every <= MAX_EVERY:
             raise ValueError(f"every={every!r} is not a valid schedule; expected an int from 1 "
                              f"to {MAX_EVERY} (steps between host reads)")
@@ -73,6 +75,10 @@ class Monitor:
                 raise TypeError(f"optimizer={opt!r} is not a torch.optim.Optimizer")
         self.goal = Goal.parse(goal) if goal is not None else None
         stop_on = stop_set(stop_on)      # checked before anything is built
+        if pretrained:
+            from trainmedic.finetune import mark_pretrained
+            for m in models:
+                mark_pretrained(m, except_head=True)
         self.clock = StepClock(every)
         self.guard = Guard()
         self.table = ParamTable()
@@ -90,6 +96,7 @@ class Monitor:
         self.updates = UpdateSampler()
         self.sampler = ActivationSampler(self.guard)
         self.hooks = Hooks(self, discover=discover, first_batch_checks=first_batch_checks)
+        self.ranks = RankWatch(self)         # a distributed job: the ranks' summaries compared
         self._closed = False
         if tensorboard is not None and not quiet:
             from trainmedic.report.tensorboard import TensorBoardWriter
@@ -183,6 +190,7 @@ class Monitor:
         self.engine.run_detectors(final)
         self.guard.call("data checks", self.engine.data_checks, final, self.hooks.probes)
         if not final:
+            self.guard.call("distributed statistics", self.ranks.exchange)
             self.engine.after_tick()
 
     def _collect(self, rows: int, first: int) -> None:
@@ -214,6 +222,7 @@ class Monitor:
             self._tick(final=True)
         else:
             self.engine.run_detectors(final=True)
+        self.guard.call("distributed statistics", self.ranks.exchange, True)
         if self.controller is not None:
             self.guard.call("repair", self.controller.finish)
         self.hooks.remove()
@@ -246,6 +255,13 @@ class Monitor:
         self.validation.epochs.append(record)
         self.engine.epoch_closed(record)
         self.engine.after_epochs()
+
+    def preview_augmentation(self, augment: Callable[..., Any], x: torch.Tensor, y: torch.Tensor | None = None,
+                             n: int = 16) -> None:
+        """Show what ``augment`` makes of ``x`` in the run's HTML report (the originals above the
+        augmented samples): :func:`trainmedic.augment.preview`."""
+        from trainmedic.augment.preview import report_section
+        self.extra_run_info["augmentation"] = report_section(augment, x, y, n)
 
     def report(self, path: "str | os.PathLike[str] | None" = None, *, html: "str | os.PathLike[str] | None" = None,
                close: bool = True) -> Report:
@@ -284,7 +300,8 @@ def watch(model: "torch.nn.Module | Iterable[torch.nn.Module] | None" = None,
           every: int = 25, run_dir: "str | os.PathLike[str] | None" = None,
           name: str | None = None, on_finding: Callable[[Finding], None] | None = None,
           goal: str | None = None, tensorboard: "str | os.PathLike[str] | None" = None,
-          repair: "bool | dict[str, Any]" = False, stop_on: "str | Iterable[str]" = ()) -> Monitor:
+          repair: "bool | dict[str, Any]" = False, stop_on: "str | Iterable[str]" = (),
+          pretrained: bool = False) -> Monitor:
     """Start watching ``model`` trained by ``optimizer`` (each may be one object or a list).
 
     ``every``: steps between host reads, the detectors' schedule (after the first 10 reads,
@@ -299,12 +316,14 @@ def watch(model: "torch.nn.Module | Iterable[torch.nn.Module] | None" = None,
     (verification window, 4/100), ``order`` ({finding id: [remedy ids]}, overriding
     ``trainmedic.repair.ORDER`` for those findings). ``stop_on``: finding ids, or "error" /
     "warning" (that severity or worse): when one is active at a tick, :class:`StopTraining` (a
-    BaseException) is raised into the loop between two steps."""
+    BaseException) is raised into the loop between two steps. ``pretrained``: the model's weights
+    as given are pretrained, except its head (the last ``nn.Linear``): fine-tuning is then
+    watched for ``pretrained_features_destroyed`` (``trainmedic.finetune`` marks them itself)."""
     models = [] if model is None else [model] if isinstance(model, torch.nn.Module) else list(model)
     opts = [] if optimizer is None else (
         [optimizer] if isinstance(optimizer, torch.optim.Optimizer) else list(optimizer))
     return Monitor(models, opts, every=every, run_dir=run_dir, name=name, on_finding=on_finding, goal=goal,
-                   tensorboard=tensorboard, repair=repair, stop_on=stop_on)
+                   tensorboard=tensorboard, repair=repair, stop_on=stop_on, pretrained=pretrained)
 
 
 _JOINERS: list[Callable[[Monitor], None]] = []

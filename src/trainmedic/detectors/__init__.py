@@ -6,6 +6,7 @@
 from trainmedic.detectors.activations import (ConstantPredictions, DeadRelu, LossInputMismatch,
                                               SaturatedActivation)
 from trainmedic.detectors.base import Detector, Verdict
+from trainmedic.detectors.finetune import PretrainedFeaturesDestroyed
 from trainmedic.detectors.generalization import (EvalInTrainMode, LabelNoise, Overfitting,
                                                  TrainInEvalMode, Underfitting)
 from trainmedic.detectors.gradients import (ExplodingGradient, GradsNotCleared, NonfiniteGradient,
@@ -24,7 +25,8 @@ def default_detectors() -> list[Detector]:
             SymmetricWeights(), DeadRelu(), SaturatedActivation(), ConstantPredictions(),
             LossInputMismatch(), VanishingGradient(), ExplodingGradient(),
             RegularizationDominates(), LrScheduleCollapsed(), LearningRateTooLow(),
-            LearningRateTooHigh(), Overfitting(), LabelNoise(), EvalInTrainMode(), TrainInEvalMode(), Underfitting()]
+            LearningRateTooHigh(), Overfitting(), LabelNoise(), EvalInTrainMode(), TrainInEvalMode(), Underfitting(),
+            PretrainedFeaturesDestroyed()]
 
 
 __all__ = ["Detector", "Verdict", "default_detectors"]

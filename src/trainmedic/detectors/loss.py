@@ -9,6 +9,7 @@ from trainmedic.history import RunState
 
 MIN_STEPS = 100          # "a long stretch": evidence needs at least this many recorded steps
 EXPLODED = 100.0         # a single loss this many times the starting loss is a divergence
+RISE_STEPS = 50          # a rise of the loss is judged on at least this many steps
 
 
 class NonfiniteLoss(Detector):
@@ -29,7 +30,8 @@ class NonfiniteLoss(Detector):
 class LossDiverging(Detector):
     """The loss exploded (one step at >= 100x the starting loss), or the smoothed loss rose well
     above its best: by half of what it had gained, for two consecutive windows, and clearly
-    beyond window-to-window noise."""
+    beyond window-to-window noise, over at least RISE_STEPS steps (fewer, e.g. just after a
+    rollback, give windows of a few batches: noise)."""
 
     id = "loss_diverging"
 
@@ -44,7 +46,7 @@ class LossDiverging(Detector):
                     f"at the start.", step=int(s[peak]),
                     evidence={"initial": start, "peak": float(v[peak]), "peak_step": int(s[peak])})
         s, m = run.smoothed_loss()
-        if len(m) < 4 or run.adversarial or run.frozen:
+        if len(m) < 4 or len(v) < RISE_STEPS or run.adversarial or run.frozen:
             return None
         initial, b = run.initial_loss(), int(np.argmin(m))
         best, cur = m[b], m[-1]

@@ -11,9 +11,11 @@ After every tick (between two optimizer steps) the monitor calls :meth:`after_ti
   ticks or ``window_steps`` steps, whichever comes first (for a remedy with a ramp, a warmup,
   counted from the end of its ``ramp_steps``), the finding must not come back and, for most
   remedies, the loss must end below the loss at the snapshot *and* below the unrepaired run's
-  loss the same number of steps after the snapshot; overfitting remedies are judged at the first
-  tick after at least two new validation epochs (as ticks grow sparse, that can be many more
-  epochs): the best of them must reach the best validation loss before the attempt. A remedy
+  loss the same number of steps after the snapshot; overfitting remedies are judged on new
+  validation epochs against the unrepaired run's epochs after the same snapshot (see
+  ``_verify_val``: the train/validation gap must close, the validation loss must not get worse),
+  with ticks every ``every`` steps while they wait, so the verdict comes at the epoch that
+  decides it. A remedy
   that fails is undone and the next one is tried (at most ``max_attempts`` per finding). When
   every attempt failed, the user's settings are restored, the run goes back to the snapshot and
   goes on as the user wrote it.
@@ -42,12 +44,17 @@ import numpy as np
 import torch
 
 from trainmedic._safety import warn
+from trainmedic.distributed import measured_here
 from trainmedic.findings import Severity
 from trainmedic.repair import order as _order
 from trainmedic.repair.remedies import NotApplicable, RepairContext, Remedy
 from trainmedic.repair.snapshots import Snapshot, SnapshotRing, find_schedulers
+from trainmedic.step_clock import DENSE_TICKS
 
-VAL_EPOCHS = 2          # new validation epochs, at least, that judge an overfitting remedy
+VAL_EPOCHS = 2         # new validation epochs, at least, that judge an overfitting remedy
+VAL_WINDOW = 20        # ... and at most this many, compared with the unrepaired run's
+GAP_KEPT = 2 / 3       # a kept overfitting remedy closes a third of the train/validation gap
+VAL_TOLERANCE = 0.02   # ... with a mean validation loss at most this much above the unrepaired run's
 
 
 class RepairController:
@@ -75,7 +82,8 @@ class RepairController:
         self.attempts: list[dict[str, Any]] = monitor.extra_run_info.setdefault("repairs", [])
         self.kept: list[Remedy] = []
         self._orders: dict[str, list[str]] = {}   # each finding's list, arranged at its first attempt
-        self._unrepaired: dict[str, np.ndarray] = {}   # each finding's run before its first rollback
+        # each finding's run before its first rollback: (step, loss) rows and (step, val_loss) epochs
+        self._unrepaired: dict[str, tuple[np.ndarray, list]] = {}
         self._given_up: set[str] = set()
         self._current: dict[str, Any] | None = None
         self._ticks = 0
@@ -206,17 +214,29 @@ class RepairController:
             return
         if self._current is not None:
             self._verify()
+            self._pace()
             return
         repairable = [f for f in m.findings.values() if f.active and f.id in self.order
-                      and self._root(f) in self.order]
+                      and self._root(f) in self.order and measured_here(f)]
         todo = [f for f in repairable if f.id not in self._given_up]
         if todo:
             rank = {k: i for i, k in enumerate(_order.PRIORITY)}
             finding = min(todo, key=lambda f: rank.get(f.id, len(rank)))
             self._attempt(finding, [f.id for f in repairable if self._follows(f, finding.id)])
+            self._pace()
         elif not repairable:
             self._remove_first_hook()
             self._healthy_point()
+
+    def _pace(self) -> None:
+        """Ticks every ``every`` steps while an overfitting remedy waits for its epochs, so it
+        is judged at the first epoch that can decide it (sparse ticks come up to 8x later);
+        the clock's own pace again afterwards. Called right after a tick: the new window is
+        still empty."""
+        clock = self.monitor.clock
+        if clock.ticks >= DENSE_TICKS:
+            cur = self._current
+            clock.interval = clock.every if cur is not None and cur["remedy"].verify == "val" else clock.window
 
     def _root(self, finding: Any) -> str:
         """The root cause of ``finding`` (its ``caused_by`` chain): the symptoms of a cause that
@@ -271,23 +291,26 @@ class RepairController:
                   "rolled_back_to_step": snap.step if back else None,
                   "outcome": "unverified", "loss_before": snap.loss, "loss_after": None}
         self.attempts.append(record)
-        # the unrepaired run after the snapshot: its loss at the same distance is the bar (the
-        # run as it was before this finding's first rollback, not a failed attempt's)
-        original = self._unrepaired.setdefault(finding.id, m.run.loss_steps.copy())
-        unrepaired = original[original[:, 0] > snap.step].copy() if back else None
+        # the unrepaired run after the snapshot: its loss (and validation loss) at the same
+        # distance is the bar (the run as it was before this finding's first rollback, not a
+        # failed attempt's)
+        steps, vals = self._unrepaired.setdefault(finding.id, (m.run.loss_steps.copy(), [
+            (e.get("step", 0), e.get("val_loss"), e.get("train_loss")) for e in m.validation.epochs]))
+        unrepaired = steps[steps[:, 0] > snap.step].copy() if back else None
         if unrepaired is not None:
             unrepaired[:, 0] -= snap.step
-        scored = [e.get("val_loss") for e in m.validation.epochs if e.get("val_loss") is not None]
         self._current = {"finding": finding.id, "remedy": remedy, "record": record, "snap": snap,
                          "start_step": m.step, "start_tick": self._ticks, "targets": list(targets),
-                         "unrepaired": unrepaired, "epochs": None,
-                         "best_val": min(scored) if scored else None, "ramp_tick": None}
+                         "unrepaired": unrepaired, "ramp_tick": None,
+                         "unrepaired_val": [(v, t) for s, v, t in vals if s > snap.step and v is not None] if back else []}
         if back:
             self._restore(snap)
         else:                  # the detectors judge what happens from now on
             m._epoch_start = len(m.validation.epochs)
             m.run.epochs, m.run.eval_mode_backwards = [], [0, 0]
+        scored = [e.get("val_loss") for e in m.validation.epochs if e.get("val_loss") is not None]
         self._current["epochs"] = len(m.validation.epochs)
+        self._current["best_val"] = min(scored) if scored else None      # at the snapshot
         for fid in targets:                # pending: a detector that fires again re-activates it
             f = m.findings[fid]
             f.status, f.resolved_step = "resolved", m.step
@@ -345,19 +368,44 @@ class RepairController:
             if remedy.verify == "loss" else ""))
 
     def _verify_val(self, cur: dict[str, Any]) -> None:
-        """Overfitting remedies: once VAL_EPOCHS or more new validation epochs exist (checked at
-        ticks, so possibly more), the best of them must reach a validation
-        loss at or below the best before the attempt."""
-        new = [e.get("val_loss") for e in self.monitor.validation.epochs[cur["epochs"]:]]
-        new = [v for v in new if v is not None]
-        if len(new) < VAL_EPOCHS:
+        """Overfitting remedies, judged against the unrepaired run's validation epochs after the
+        same snapshot, epoch for epoch, once the attempt has as many new epochs as that run had
+        (at least VAL_EPOCHS, at most VAL_WINDOW; checked at ticks, so possibly more): the
+        train/validation gap of its last epochs must have closed to at most GAP_KEPT of the
+        unrepaired run's, without a validation loss worse than the unrepaired run's (mean over
+        the window, VAL_TOLERANCE for noise). A regulariser slows the rise of the validation loss
+        rather than undoing it, and a rerun differs from the unrepaired run by noise (the batch
+        order changes after a rollback), so the validation loss alone keeps no-ops or rejects
+        good remedies; the gap is what a regulariser acts on and what a no-op leaves as it was.
+        With no unrepaired epochs to compare, the best new epoch must reach the best validation
+        loss at the snapshot."""
+        epochs = self.monitor.validation.epochs[cur["epochs"]:]
+        new = [(e.get("val_loss"), e.get("train_loss")) for e in epochs if e.get("val_loss") is not None]
+        ref = cur["unrepaired_val"][:VAL_WINDOW]
+        if len(new) < max(VAL_EPOCHS, len(ref)):
             return
-        best, bar = min(new), cur["best_val"]
-        cur["record"]["val_loss_before"], cur["record"]["val_loss_after"] = bar, best
-        if bar is not None and not best <= bar:
-            self._fail(f"the validation loss {_g(best)} did not get back to its best {_g(bar)}")
+        record, bar = cur["record"], cur["best_val"]
+        record["val_loss_before"] = bar
+        record["val_loss_after"] = min(v for v, _ in new)
+        k = len(ref)
+        gap, gap_ref = _gap(new[:k]), _gap(ref)
+        if gap is not None and gap_ref is not None and gap_ref > 0:
+            val = float(np.mean([v for v, _ in new[:k]]))
+            val_ref = float(np.mean([v for v, _ in ref]))
+            record.update(val_gap=gap, val_gap_unrepaired=gap_ref, val_mean=val, val_mean_unrepaired=val_ref)
+            seen = (f"after {k} epochs the train/validation gap is {_g(gap)} (unrepaired run: "
+                    f"{_g(gap_ref)}), the mean validation loss {_g(val)} (unrepaired: {_g(val_ref)})")
+            if gap > GAP_KEPT * gap_ref:
+                self._fail(seen + f": the gap did not close to {GAP_KEPT:.0%} of the unrepaired run's")
+            elif val > (1 + VAL_TOLERANCE) * val_ref:
+                self._fail(seen + ": the validation loss got worse")
+            else:
+                self._keep(cur, seen)
             return
-        self._keep(cur, f"the validation loss reached {_g(best)} (best before: {_g(bar)})")
+        if bar is not None and not record["val_loss_after"] <= bar:
+            self._fail(f"the validation loss {_g(record['val_loss_after'])} did not get back to its best {_g(bar)}")
+            return
+        self._keep(cur, f"the validation loss reached {_g(record['val_loss_after'])} (best before: {_g(bar)})")
 
     @staticmethod
     def _unrepaired_loss(curve: np.ndarray | None, reached: int) -> float | None:
@@ -458,6 +506,12 @@ class RepairController:
         self._warned = True
         warn(f"trainmedic: repair switched off after an internal error ({type(exc).__name__}: "
              f"{exc}); the remedy being tried was undone, training goes on unrepaired")
+
+
+def _gap(epochs: list[tuple[float, float | None]]) -> float | None:
+    """Mean validation-minus-training loss of the last (up to) three epochs with both."""
+    gaps = [v - t for v, t in epochs if t is not None and math.isfinite(v) and math.isfinite(t)][-3:]
+    return float(np.mean(gaps)) if gaps else None
 
 
 def _say(text: str) -> None:

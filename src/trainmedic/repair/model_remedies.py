@@ -144,7 +144,8 @@ class LeakyRelu(Remedy):
 
 
 class RaiseDropout(Remedy):
-    """More dropout against overfitting: every dropout layer's p to at least ``p``."""
+    """More dropout against overfitting: every dropout layer's p to at least ``p`` (0.5, the
+    rate Srivastava et al. 2014 found close to optimal for hidden units across tasks)."""
 
     id = "dropout_up"
     cost = "cheap"
@@ -152,7 +153,7 @@ class RaiseDropout(Remedy):
 
     moves = ("dropout", 1)
 
-    def __init__(self, p: float = 0.3) -> None:
+    def __init__(self, p: float = 0.5) -> None:
         self.p = p
         self.description = f"raise every dropout layer's p to at least {p:g}"
         self._saved: list[tuple[torch.nn.Module, float]] = []

@@ -95,7 +95,9 @@ def run_info(monitor: "Monitor") -> dict[str, Any]:
             "optimizers": [type(o).__name__ for o in monitor.table.optimizers],
             "parameters": int(sum(p.numel() for p in monitor.table.params)),
             "disabled": dict(monitor.guard.disabled), "argv": list(sys.argv), "rank": monitor.rank,
-            **generalisation_info(monitor.validation, monitor.goal), **monitor.extra_run_info}
+            **generalisation_info(monitor.validation, monitor.goal),
+            **(monitor.guard.call("distributed statistics", monitor.ranks.run_info) or {}),
+            **monitor.extra_run_info}
 
 
 def generalisation_info(validation: ValidationTracker, goal: Goal | None) -> dict[str, Any]:

@@ -23,6 +23,7 @@ def render_html(report: Report, ticks: list[dict[str, Any]]) -> str:
     lr_details = next((c.get("details") for c in run.get("checks", []) if c["name"] == "learning_rate"), None)
     metrics = run.get("metrics") or {}
     worst = (run.get("worst_mistakes") or {}).get("lowest_true_class_probability")
+    augmentation = run.get("augmentation") or {}
     sections = [(t, u) for t, u in [
         ("Loss (dashed: a rollback and the remedy tried there)" if run.get("repairs") else "Loss",
          plots.loss_curve(ticks, epochs, run.get("repairs") or [])),
@@ -37,6 +38,8 @@ def render_html(report: Report, ticks: list[dict[str, Any]]) -> str:
         ("Confusion matrix (validation)", plots.confusion(metrics.get("confusion_matrix"))),
         ("Precision-recall curve", plots.pr_curve(metrics.get("pr_curve"))),
         ("Worst mistakes (target→predicted, probability of the true class)", plots.thumbnails(worst)),
+        (f"Augmentation: {augmentation.get('function')} (originals above what the model is fed)",
+         augmentation.get("preview")),
         ("Learning curve", plots.learning_curve(run.get("learning_curve"))),
     ] if u]
     findings = [dict(f, evidence_json=json.dumps(_jsonable(f["evidence"]), indent=1)[:4000],
