@@ -5,6 +5,7 @@ an error naming the argument, the value and what was expected."""
 
 import json
 import os
+import random
 import re
 import signal
 import statistics
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -22,6 +24,7 @@ from optuna.trial import TrialState
 import trainmedic
 from trainmedic.cli import main
 from trainmedic.search import summarize, tune_script
+from trainmedic.search.lr_check import check_lr
 from trainmedic.search.routes import plan, script_flags
 from trainmedic.search.storage import open_storage
 from trainmedic.search.trial import PRUNE_ON, PRUNER
@@ -122,6 +125,21 @@ def test_a_diverging_trial_is_pruned_by_diagnosis_and_runs_to_the_end_without_it
     assert summary["steps_saved"] == good.user_attrs["steps"] - bad.user_attrs["steps"]
 
 
+def test_a_healthy_trial_is_never_pruned_by_diagnosis(script, tmp_path):
+    """From a learning rate too low to learn much to one near the edge of stability, in small
+    and larger batches: every trial that trains without diverging completes, with no error
+    finding; the one that diverges (0.3 in batches of 8) is stopped."""
+    study = tune_script(script, ["--epochs", "6"], ["lr=choice:0.001,0.01,0.1,0.3", "batch_size=choice:8,32"],
+                        trials=8, sampler="grid", metric="val_loss", pruner="none",
+                        out_dir=str(tmp_path / "out"), echo=lambda m: None).study
+    trials = {(t.params["lr"], t.params["batch_size"]): t for t in study.trials}
+    diverging = trials.pop((0.3, 8))
+    assert diverging.state == TrialState.PRUNED and diverging.user_attrs["pruned_by"] in PRUNE_ON
+    for params, t in trials.items():
+        assert t.state == TrialState.COMPLETE, (params, t.user_attrs.get("pruned_by"))
+        assert t.value < 0.69 and not set(t.user_attrs["findings"]) & set(PRUNE_ON), params  # chance: ln 2
+
+
 def _train(params):
     """A function to tune: watched, its validation accuracy logged each epoch."""
     torch.manual_seed(0)
@@ -199,6 +217,38 @@ def test_cli_prints_the_best_trials_and_writes_the_reports(script, tmp_path):
     html = (tmp_path / "t.html").read_text()
     assert "Optimisation history" in html and "data:image/png;base64," in html
     assert (out / "tune.html").read_text() == html
+    best_lr = summary["best"][0]["params"]["lr"]
+    advice = (f"The checkup's LR range test suggests lr {summary['lr_check']['suggested']:.2g} (on the "
+              f"script as written); the best trial used {best_lr:.2g}")
+    assert advice in result.output and advice in html.replace("&#39;", "'")
+
+
+def test_the_checkup_suggests_an_lr_once_per_study_without_changing_any_trial(script, tmp_path, monkeypatch):
+    from trainmedic.search import study as study_module
+    states = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state().clone())
+    check = check_lr(script, [], str(tmp_path / "log.txt"))
+    assert random.getstate() == states[0] and (np.random.get_state()[1] == states[1]).all()
+    assert torch.equal(torch.get_rng_state(), states[2])
+    # the script as written: SGD(lr=0.05, momentum=0.9), batches of 32; the checkup's 20 batches
+    assert check["used"]["lr"] == 0.05 and check["used"]["momentum"] == 0.9
+    assert check["used"]["batch_size"] == 32 and check["batches"] == 20
+    assert 1e-4 < check["suggested"] < 10 and "USED" in (tmp_path / "log.txt").read_text()
+
+    run = dict(trials=3, metric="val_loss", sampler="random", seed=0, pruner="none", echo=lambda m: None)
+    space = ["lr=log:1e-3:1e-1", "batch_size=choice:16,64"]
+    checked = tune_script(script, [], space, out_dir=str(tmp_path / "a"), **run).study
+    assert checked.user_attrs["lr_check"]["suggested"] == pytest.approx(check["suggested"])
+    calls = []
+    monkeypatch.setattr(study_module, "check_lr", lambda *a: calls.append(a) or {"reason": "not run"})
+    unchecked = tune_script(script, [], space, out_dir=str(tmp_path / "b"), **run).study
+    assert [(t.params, t.value) for t in unchecked.trials] == [(t.params, t.value) for t in checked.trials]
+    tune_script(script, [], space, out_dir=str(tmp_path / "a"), **{**run, "trials": 4})
+    assert len(calls) == 1                          # a resumed study keeps its check
+    summary = summarize(checked)
+    assert summary["lr_check"]["advice"].startswith(
+        f"The checkup's LR range test suggests lr {check['suggested']:.2g} (on the script as written: "
+        f"batch_size=32); the best trial used {summary['best'][0]['params']['lr']:.2g}, ")
+    assert summarize(unchecked)["lr_check"]["advice"] == "The checkup's LR range test did not run: not run."
 
 
 def _cli(*args):

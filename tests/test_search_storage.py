@@ -1,20 +1,29 @@
 """Studies live in a SQLite file by default, in a database URL shared by workers (a real PostgreSQL
 server here), or in a journal file: every trial is recorded once, a killed worker's trial ends
-FAIL and is retried, and finished trials survive reopening."""
+FAIL and is retried, finished trials survive reopening, and optuna-dashboard shows what
+`trainmedic tune` wrote."""
 
+import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
+import urllib.request
 
 import optuna
 import pytest
+from click.testing import CliRunner
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from trainmedic.cli import main
 from trainmedic.search.storage import open_storage
+from trainmedic.search.trial import PRUNE_ON
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 HEARTBEAT = {"heartbeat_interval": 1, "grace_period": 2}
@@ -140,3 +149,68 @@ def test_killed_worker_trial_ends_fail_and_is_retried(postgres_url):
     assert [(t.state, t.params) for t in retries] == [(TrialState.COMPLETE, killed.params)]
     assert {n: trials[n].value for n in finished} == finished
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 5
+
+
+TRAIN = textwrap.dedent("""
+    import torch
+    from torch import nn
+    torch.manual_seed(0)
+    x = torch.randn(256, 8)
+    y = (x[:, 0] > 0).long()
+    model = nn.Linear(8, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for epoch in range(4):
+        for i in range(0, 192, 16):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[i:i + 16]), y[i:i + 16]).backward()
+            opt.step()
+        with torch.no_grad():
+            nn.functional.cross_entropy(model(x[192:]), y[192:])
+""")
+
+
+def get_json(url, timeout_s=60.0, proc=None):
+    """GET ``url`` as JSON, retried until the server answers (and while ``proc`` lives)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return json.load(response)
+        except (urllib.error.URLError, ConnectionError):
+            assert proc is None or proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, f"no answer from {url}"
+            time.sleep(0.2)
+
+
+def test_optuna_dashboard_shows_the_study_trainmedic_tune_wrote(tmp_path):
+    pytest.importorskip("optuna_dashboard", reason="optuna-dashboard is not installed (pip install optuna-dashboard)")
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["tune", "--param", "lr=choice:0.05,500", "--sampler", "grid",
+                                       "--trials", "2", "--pruner", "none", "--every", "5",
+                                       "--out-dir", str(out), str(script)])
+    assert result.exit_code == 0, result.output
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = shutil.which("optuna-dashboard", path=os.path.dirname(sys.executable))
+    proc = subprocess.Popen([exe, f"sqlite:///{out / 'study.db'}", "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        api = f"http://127.0.0.1:{port}/api/studies"
+        [study] = get_json(api, proc=proc)["study_summaries"]
+        assert study["study_name"] == "train" and study["directions"] == ["minimize"]
+        study_attrs = {a["key"]: json.loads(a["value"]) for a in study["user_attrs"]}
+        assert study_attrs["settings"]["params"] == ["lr=choice:0.05,500"] and "suggested" in study_attrs["lr_check"]
+        detail = get_json(f"{api}/{study['study_id']}")
+        trials = {float(t["params"][0]["param_external_value"]): t for t in detail["trials"]}
+        good, bad = trials[0.05], trials[500.0]
+        attrs = {n: {a["key"]: a["value"] for a in t["user_attrs"]} for n, t in trials.items()}
+        assert good["state"] == "Complete" and len(good["intermediate_values"]) == 4
+        assert attrs[0.05]["steps"] == "48" and attrs[0.05]["routes"] == '{"lr": "SGD(lr)"}'
+        assert bad["state"] == "Pruned" and attrs[500.0]["pruned_by"] in PRUNE_ON
+        assert int(attrs[500.0]["steps"]) < 48 and os.path.isdir(attrs[500.0]["run_dir"])
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)

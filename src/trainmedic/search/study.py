@@ -5,7 +5,8 @@ Each trial runs the script in this process (``trial.run_trial``) with its values
 Trials live in an Optuna storage (``storage.open_storage``): a SQLite file in the output folder
 by default, so ``workers`` processes on this machine share it; more machines join the same
 study with ``--storage URL --study NAME``. A study that exists is resumed: finished trials
-stay, and ``trials`` counts them.
+stay, and ``trials`` counts them. Before its first trial, a study records the learning rate the
+checkup would suggest for the script as written (``lr_check``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import optuna
 
 from trainmedic import run_metric
+from trainmedic.search.lr_check import check_lr
 from trainmedic.search.routes import plan
 from trainmedic.search.space import make_sampler, parse_space
 from trainmedic.search.storage import shown, open_storage
@@ -38,7 +40,8 @@ class TuneResult(NamedTuple):
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
     """Optuna's pruner, with Optuna's defaults, fed with the metric per validation epoch:
-    ``median`` (from the 6th trial on), ``hyperband`` (successive halving over epochs), ``none``."""
+    ``median`` (once 5 trials have completed), ``hyperband`` (successive halving over epochs),
+    ``none``."""
     if name == "median":
         return optuna.pruners.MedianPruner()
     if name == "hyperband":
@@ -60,7 +63,8 @@ def tune_script(script: str, args: Sequence[str] = (), params: Sequence[str] = (
     ``workers`` > 1 starts that many processes in all on this machine. With a database storage,
     a trial whose worker went silent for ``grace_period`` seconds (killed) ends FAIL and is run
     again once. Bad input raises ValueError naming the argument, the value and what was
-    expected."""
+    expected. Once per study, before its first trial, the checkup's LR range test runs on the
+    script as written (``lr_check.check_lr``): the study's ``lr_check`` user attribute."""
     if not os.path.isfile(script):
         raise ValueError(f"script={script!r} does not exist or is not a file")
     for name, v in (("--trials", trials), ("--workers", workers), ("--grace-period", grace_period)):
@@ -92,6 +96,12 @@ def tune_script(script: str, args: Sequence[str] = (), params: Sequence[str] = (
     echo(f"trainmedic tune: {script}, {len(space)} parameter(s) "
          f"({', '.join(f'{k} via {v}' for k, v in routes.items())}), study {study.study_name!r} "
          f"in {shown(storage)}, runs in {out_dir}")
+    if "lr_check" not in study.user_attrs:
+        check = check_lr(script, list(args), os.path.join(out_dir, "lr-check.txt"))
+        study.set_user_attr("lr_check", check)
+        echo("trainmedic tune: the checkup's LR range test on the script as written: "
+             + (f"lr {check['suggested']:.2g} ({check['seconds']} s)" if "suggested" in check
+                else f"did not run ({check['reason']})"))
     helpers: list[subprocess.Popen] = []
     try:
         for i in range(1, workers):

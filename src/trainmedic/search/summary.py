@@ -1,6 +1,7 @@
 """What a study found, for people: the best trials, what pruning stopped and saved, parameter
-importances; as a dict (``summarize``), a terminal table (``format_summary``) and a
-self-contained HTML page with Optuna's plots (``render_html``, ``write_reports``)."""
+importances, the learning rate the checkup suggests; as a dict (``summarize``), a terminal
+table (``format_summary``) and a self-contained HTML page with Optuna's plots
+(``render_html``, ``write_reports``)."""
 
 from __future__ import annotations
 
@@ -14,26 +15,30 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from trainmedic.search.lr_check import advice
 from trainmedic.search.trial import PRUNER
-
 
 
 def summarize(study: optuna.Study, top: int = 5) -> dict[str, Any]:
     """Counts by state, the ``top`` best complete trials, why trials were pruned (a finding id,
-    or Optuna's pruner), trial-steps run and saved by pruning, and parameter importances."""
+    or Optuna's pruner), trial-steps run and saved by pruning, parameter importances, and the
+    checkup's LR suggestion (``lr_check``, with ``advice``: it beside the best trial's lr)."""
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     ranked = sorted(complete, key=lambda t: t.value, reverse=study.direction.name == "MAXIMIZE")
     steps = [int(t.user_attrs.get("steps") or 0) for t in trials if t.state.is_finished()]
+    best = [_trial(t) for t in ranked[:top]]
+    check = study.user_attrs.get("lr_check")
     return {
         "study": study.study_name, "direction": study.direction.name.lower(),
         "settings": study.user_attrs.get("settings", {}),
         "states": dict(Counter(t.state.name.lower() for t in trials)),
-        "best": [_trial(t) for t in ranked[:top]],
+        "best": best,
         "pruned_by": dict(Counter(_reason(t) for t in pruned)),
         "trial_steps": sum(steps), "steps_saved": _saved(complete, pruned),
         "importances": _importances(study, complete),
+        "lr_check": check and {**check, "advice": advice(check, best[0] if best else None)},
     }
 
 
@@ -99,6 +104,8 @@ def format_summary(summary: dict[str, Any]) -> str:
                      f"{s['trial_steps'] + s['steps_saved']} trial-steps")
     if s["importances"]:
         lines.append("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in s["importances"].items()))
+    if s.get("lr_check"):
+        lines.append(s["lr_check"]["advice"])
     return "\n".join(lines)
 
 
