@@ -3,6 +3,7 @@ padding handling; bad arguments; the preview (and its place in the HTML report);
 an augmentation keeps the labels, on a digits model trained here."""
 
 import functools
+import io
 import json
 import math
 import subprocess
@@ -91,6 +92,10 @@ def test_image_transforms_do_what_they_say():
     x = images()
     assert torch.equal(A.hflip(x, p=1.0), x.flip(-1)) and torch.equal(A.vflip(x, p=1.0), x.flip(-2))
     assert torch.equal(A.hflip(x, p=0.0), x)
+    batch = images(32)
+    half = A.hflip(batch, p=0.5, generator=gen())                       # drawn per sample
+    flipped, kept = (half == batch.flip(-1)).flatten(1).all(1), (half == batch).flatten(1).all(1)
+    assert (flipped ^ kept).all() and 8 <= flipped.sum() <= 24
     square = images(h=12, w=12)
     assert torch.allclose(A.rotate(square, degrees=(90, 90)), torch.rot90(square, 1, (-2, -1)), atol=1e-5)
     assert torch.allclose(A.random_resized_crop(square, scale=(1, 1), ratio=(1, 1)), square, atol=1e-5)
@@ -101,6 +106,11 @@ def test_image_transforms_do_what_they_say():
     assert abs(noise.std().item() - 0.1) < 0.005 and abs(noise.mean().item()) < 0.005
     bright = A.color_jitter(x, brightness=0.5, contrast=0, saturation=0, generator=gen())
     assert not torch.equal(bright, x) and 0 <= bright.min() and bright.max() <= 1
+    dim = x * 0.6 + 0.05                                                # no clipping at 1.5x
+    factor = A.color_jitter(dim, brightness=0.5, contrast=0, saturation=0, generator=gen()) / dim
+    per_sample = factor.flatten(1)                                      # one factor per sample, in [0.5, 1.5]
+    assert torch.allclose(per_sample, per_sample[:, :1].expand_as(per_sample), rtol=1e-4)
+    assert ((per_sample >= 0.5) & (per_sample <= 1.5)).all() and per_sample[:, 0].unique().numel() == len(x)
     assert A.color_jitter(images(c=1), saturation=0, generator=gen()).shape == (6, 1, 16, 12)
 
 
@@ -142,6 +152,7 @@ def test_mixup_targets_are_the_mixing_weights():
     assert torch.allclose(soft.sum(1), torch.ones(8))
     assert torch.allclose(mixed[:, :, 1, 2], soft, atol=1e-6)
     assert ((soft > 0) & (soft < 1)).any()
+    assert soft.max(1).values.unique().numel() > 2                      # a mixing weight per sample
     flat, soft2 = A.mixup(onehot, y, num_classes=5, alpha=0.4, generator=gen())       # any shape (B, ...)
     assert torch.allclose(flat, soft2, atol=1e-6)
 
@@ -323,8 +334,12 @@ def test_preview_writes_a_png_grid(tmp_path):
     grid = matplotlib.image.imread(tmp_path / "p.png")
     assert grid.shape[:2] == (480, 832)                  # 16 samples: 8 columns, 2 x (originals, augmented)
     small = A.preview(functools.partial(A.cutmix, num_classes=10), x, y, n=3)
-    assert matplotlib.image.imread(__import__("io").BytesIO(small)).shape[:2] == (240, 312)
+    assert matplotlib.image.imread(io.BytesIO(small)).shape[:2] == (240, 312)
     assert A.preview(A.freq_mask, torch.randn(4, 20, 30)).startswith(b"\x89PNG")
+    same, inverted = (matplotlib.image.imread(io.BytesIO(A.preview(f, x, n=8)))
+                      for f in (lambda x: x, lambda x: 1 - x))
+    assert same.shape == inverted.shape == (240, 832, 4)                 # originals on top, augment's output below
+    assert (same[:120] == inverted[:120]).all() and (same[120:] != inverted[120:]).any(-1).mean() > 0.1
     assert A.preview(functools.partial(A.add_noise, snr_db=5.0), torch.randn(4, 300)).startswith(b"\x89PNG")
     with pytest.raises(ValueError, match=r"x has shape \(2, 1, 1, 4, 4\); expected"):
         A.preview(A.hflip, torch.rand(2, 1, 1, 4, 4))

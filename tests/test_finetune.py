@@ -20,7 +20,9 @@ from torch import nn
 
 import trainmedic
 from trainmedic import finetune
-from trainmedic.detectors.finetune import MARK
+from trainmedic.detectors.finetune import MARK, SAMPLE, STILL, _measure
+from trainmedic.history import RunState
+from trainmedic.params import ParamTable
 
 ID = "pretrained_features_destroyed"
 
@@ -57,9 +59,10 @@ def pretrained(digits_task):
     return model
 
 
-def _fine_tune(model, task, make_optimizer, head_epochs=3, epochs=6, **watch):
+def _fine_tune(model, task, make_optimizer, head_epochs=3, epochs=6, drifts=None, **watch):
     """The recipe: validate, train the head on the frozen backbone, unfreeze, train on; every
-    epoch ends with a validation pass (which the monitor sees by itself)."""
+    epoch ends with a validation pass (which the monitor sees by itself). ``drifts``: a list that
+    gets the backbone drift the detector measured at each validation epoch."""
     opt = make_optimizer(model)
     finetune.freeze(model, depth=1)
     monitor = trainmedic.watch(model, opt, on_finding=lambda f: None, **watch)
@@ -79,7 +82,11 @@ def _fine_tune(model, task, make_optimizer, head_epochs=3, epochs=6, **watch):
             F.cross_entropy(model(xt[i:i + 10]), yt[i:i + 10]).backward()
             opt.step()
         validate()
-    return monitor.report()
+    report = monitor.report()
+    if drifts is not None:
+        det = next(d for d in monitor.detectors if d.id == ID)
+        drifts += [det._drift[id(e)]["drift"] for e in report.run["epochs"]]
+    return report
 
 
 def _new_head(pretrained):
@@ -90,10 +97,14 @@ def _new_head(pretrained):
 
 
 def test_sensible_discriminative_lr_is_not_flagged(pretrained, digits_task):
+    drifts = []
     report = _fine_tune(_new_head(pretrained), digits_task,
-                        lambda m: torch.optim.Adam(finetune.discriminative_param_groups(m, 1e-3, decay=10)))
+                        lambda m: torch.optim.Adam(finetune.discriminative_param_groups(m, 1e-3, decay=10)),
+                        drifts=drifts)
     assert report.by_id(ID) is None
     assert report.run["epochs"][-1]["val_acc"] > 0.75      # it did fine-tune well
+    assert drifts[:4] == [0.0] * 4                         # frozen: measured exactly unmoved
+    assert 0 < drifts[-1] < STILL                          # the backbone was measured moving, a little
 
 
 def test_a_100x_too_high_lr_is_flagged_naming_the_backbone(pretrained, digits_task):
@@ -127,6 +138,30 @@ def test_from_scratch_with_a_high_lr_is_not_this_finding(digits_task):
     accs = [e["val_acc"] for e in report.run["epochs"]]
     assert min(accs[4:]) <= accs[3] - 0.05          # below the frozen (random) backbone's epoch
     assert report.by_id(ID) is None
+
+
+def test_drift_is_the_relative_distance_from_the_pretrained_weights():
+    """Known moves: a small matrix (every value kept), a large one (a sample of SAMPLE values),
+    a frozen one (left out: it does not move) and the head (unmarked). The backbone's drift
+    weighs each matrix by its whole norm, not by its sample's."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 100), nn.Linear(100, 100), nn.Linear(100, 2))
+    assert model[1].weight.numel() <= SAMPLE < model[2].weight.numel()
+    finetune.mark_pretrained(model, except_head=True)
+    table = ParamTable()
+    table.add_model(model)
+    table.add_optimizer(torch.optim.SGD(model.parameters(), lr=0.1))
+    model[0].weight.requires_grad_(False)
+    w1, w2 = model[1].weight.detach().clone(), model[2].weight.detach().clone()
+    with torch.no_grad():
+        model[0].weight.mul_(3)                                 # frozen: not counted
+        model[1].weight.mul_(1.5)                               # drift 0.5
+        model[2].weight.sub_(0.1 * w2)                          # drift 0.1
+        model[3].weight.mul_(9)                                 # the head: not counted
+    m = _measure(RunState(table))
+    assert m["layers"] == pytest.approx({"1.weight": 0.5, "2.weight": 0.1})
+    expect = ((0.5 * w1.norm()) ** 2 + (0.1 * w2.norm()) ** 2) ** 0.5 / (w1.norm() ** 2 + w2.norm() ** 2) ** 0.5
+    assert m["drift"] == pytest.approx(float(expect), rel=0.05)     # the large matrix is sampled
 
 
 # -- freeze / unfreeze ------------------------------------------------------------------------------
@@ -271,3 +306,11 @@ def test_replace_head_keeps_device_dtype_and_bias_and_marks_the_rest():
         finetune.replace_head(nn.Sequential(nn.Conv2d(1, 1, 1)), 3)
     with pytest.raises(ValueError, match=r"model is itself an nn.Linear"):
         finetune.replace_head(nn.Linear(2, 2), 3)
+
+
+def test_mark_pretrained_skips_weights_without_values():
+    """A lazy module's weight (not built yet) is nothing pretrained: left unmarked, no error."""
+    model = nn.Sequential(nn.LazyLinear(4), nn.Linear(4, 4), nn.Linear(4, 2))
+    finetune.mark_pretrained(model, except_head=True)
+    assert getattr(model[1].weight, MARK).name == "1.weight"
+    assert getattr(model[0].weight, MARK, None) is None and getattr(model[2].weight, MARK, None) is None

@@ -566,3 +566,43 @@ def test_repair_acts_only_on_findings_this_rank_measured():
         assert ctl.attempts or monitor.extra_run_info.get("repairs_given_up")
     finally:
         monitor.close()
+
+
+def test_a_rise_of_the_loss_is_judged_on_enough_steps():
+    """A segment of 25 noisy steps (just after a rollback, windows of five batches) whose loss ends
+    above its best is no `loss_diverging`; the same shape stretched over 100 steps is."""
+    from trainmedic.detectors.loss import RISE_STEPS, LossDiverging
+    from trainmedic.history import RunState
+    from trainmedic.params import ParamTable
+
+    def run(n):
+        state = RunState(ParamTable())
+        state.loss_steps = np.stack([np.arange(float(n)), np.r_[np.linspace(0.47, 0.36, n // 4),
+                                                               np.linspace(0.36, 0.65, n - n // 4)]], axis=1)
+        return state
+    assert LossDiverging().evaluate(run(RISE_STEPS // 2), set(), False) is None
+    assert LossDiverging().evaluate(run(4 * RISE_STEPS), set(), False) is not None
+
+
+def test_an_overfitting_remedy_is_watched_with_dense_ticks():
+    """While a val-verified remedy waits for its epochs the ticks come every `every` steps (so the
+    verdict is not 8x late); afterwards, and for other remedies, the clock's sparse pace."""
+    from trainmedic.repair.order import make
+    from trainmedic.step_clock import DENSE_TICKS
+    model = torch.nn.Linear(4, 2)
+    monitor = trainmedic.watch(model, torch.optim.SGD(model.parameters(), lr=0.1), repair=True,
+                               every=5, on_finding=lambda f: None)
+    try:
+        ctl, clock = monitor.controller, monitor.clock
+        for _ in range(DENSE_TICKS):
+            clock.ticked()
+        assert clock.interval == clock.window > clock.every
+        ctl._current = {"remedy": make("dropout_up")}
+        ctl._pace()
+        assert clock.interval == clock.every
+        ctl._current = {"remedy": make("lr_scale_0.1")}
+        ctl._pace()
+        assert clock.interval == clock.window
+        ctl._current = None
+    finally:
+        monitor.close()

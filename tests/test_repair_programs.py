@@ -21,15 +21,9 @@ def _final(text: str) -> float:
     return float(FINAL.findall(text)[-1])
 
 
-@pytest.mark.parametrize("pair, remedy", [
-    ("eval_no_eval", "eval_mode_for_evaluation"),
-    ("imbalance", "class_weights"),
-    ("unnormalized", "normalize_inputs"),
-    ("dead_relu", "leaky_relu"),
-    ("mse_broadcast", "loss_gets_logits"),
-    ("overfitting", ("weight_decay_up", "dropout_up", "early_stopping")),
-])
-def test_program_is_repaired_to_within_10_percent_of_its_clean_twin(tmp_path, capsys, monkeypatch, pair, remedy):
+def _clean_and_repaired(pair, tmp_path, capsys, monkeypatch):
+    """The clean twin's FINAL metric (plain), the bug program's under `run --repair`, and the
+    repaired run's ``run`` section of report.json."""
     monkeypatch.syspath_prepend(PROGRAMS)
     monkeypatch.setattr(sys, "argv", ["clean"])
     runpy.run_path(os.path.join(PROGRAMS, f"clean_{pair}.py"), run_name="__main__")
@@ -38,7 +32,21 @@ def test_program_is_repaired_to_within_10_percent_of_its_clean_twin(tmp_path, ca
     assert run_script(os.path.join(PROGRAMS, f"bug_{pair}.py"), json_path=str(out),
                       run_dir=str(tmp_path / "run"), live=False, repair=True) == 0
     repaired = _final(capsys.readouterr().out)
-    repairs = json.loads(out.read_text())["run"]["repairs"]
+    return clean, repaired, json.loads(out.read_text())["run"]
+
+
+@pytest.mark.parametrize("pair, remedy", [
+    ("eval_no_eval", "eval_mode_for_evaluation"),
+    ("imbalance", "class_weights"),
+    ("unnormalized", "normalize_inputs"),
+    ("dead_relu", "leaky_relu"),
+    ("mse_broadcast", "loss_gets_logits"),
+    ("overfitting", ("weight_decay_up", "dropout_up", "early_stopping")),
+    ("no_warmup", "warmup"),
+])
+def test_program_is_repaired_to_within_10_percent_of_its_clean_twin(tmp_path, capsys, monkeypatch, pair, remedy):
+    clean, repaired, run = _clean_and_repaired(pair, tmp_path, capsys, monkeypatch)
+    repairs = run["repairs"]
     kept = [r["remedy"] for r in repairs if r["outcome"] in ("kept", "unverified")]
     assert kept and set(kept) <= set([remedy] if isinstance(remedy, str) else remedy), repairs
     assert repaired >= clean - 0.1 * abs(clean), (repaired, clean)
@@ -48,16 +56,8 @@ def test_program_is_repaired_to_within_10_percent_of_its_clean_twin(tmp_path, ca
 def test_a_kept_weight_decay_is_not_turned_back(tmp_path, capsys, monkeypatch):
     """Raised against overfitting, the weight decay then makes the penalty look dominant: the
     remedy that would lower it again is skipped, with no rollback, and the run keeps the raise."""
-    monkeypatch.syspath_prepend(PROGRAMS)
-    out = tmp_path / "report.json"
-    assert run_script(os.path.join(PROGRAMS, "bug_weak_weight_decay.py"), json_path=str(out),
-                      run_dir=str(tmp_path / "run"), live=False, repair=True) == 0
-    repaired = _final(capsys.readouterr().out)
-    monkeypatch.setattr(sys, "argv", ["clean"])
-    runpy.run_path(os.path.join(PROGRAMS, "clean_weak_weight_decay.py"), run_name="__main__")
-    clean = _final(capsys.readouterr().out)
+    clean, repaired, run = _clean_and_repaired("weak_weight_decay", tmp_path, capsys, monkeypatch)
     assert repaired >= clean - 0.1 * abs(clean), (repaired, clean)
-    run = json.loads(out.read_text())["run"]
     outcomes = [(r["remedy"], r["outcome"]) for r in run["repairs"]]
     assert ("weight_decay_up", "kept") in outcomes, outcomes
     skipped = [r for r in run["repairs"] if r["outcome"] == "skipped"]
@@ -70,16 +70,9 @@ def test_a_regulariser_that_leaves_the_gap_open_is_not_kept(tmp_path, capsys, mo
     """bug_weak_dropout: weight decay 5e-4 under Adam barely regularises, so the train/validation
     gap stays as wide as the unrepaired run's and weight_decay_up fails; dropout 0.5 closes it,
     and the run ends within 10% of its clean twin."""
-    monkeypatch.syspath_prepend(PROGRAMS)
-    out = tmp_path / "report.json"
-    assert run_script(os.path.join(PROGRAMS, "bug_weak_dropout.py"), json_path=str(out),
-                      run_dir=str(tmp_path / "run"), live=False, repair=True) == 0
-    repaired = _final(capsys.readouterr().out)
-    monkeypatch.setattr(sys, "argv", ["clean"])
-    runpy.run_path(os.path.join(PROGRAMS, "clean_weak_dropout.py"), run_name="__main__")
-    clean = _final(capsys.readouterr().out)
+    clean, repaired, run = _clean_and_repaired("weak_dropout", tmp_path, capsys, monkeypatch)
     assert repaired >= clean - 0.1 * abs(clean), (repaired, clean)
-    repairs = {r["remedy"]: r for r in json.loads(out.read_text())["run"]["repairs"]}
+    repairs = {r["remedy"]: r for r in run["repairs"]}
     weak, dropout = repairs["weight_decay_up"], repairs["dropout_up"]
     assert weak["outcome"] == "failed" and weak["val_gap"] > 2 / 3 * weak["val_gap_unrepaired"], weak
     assert dropout["outcome"] == "kept" and dropout["val_gap"] <= 2 / 3 * dropout["val_gap_unrepaired"], dropout

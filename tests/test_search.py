@@ -251,6 +251,46 @@ def test_the_checkup_suggests_an_lr_once_per_study_without_changing_any_trial(sc
     assert summarize(unchecked)["lr_check"]["advice"] == "The checkup's LR range test did not run: not run."
 
 
+TWO_LOSSES = """\
+import torch
+from torch import nn
+torch.manual_seed(0)
+x = torch.randn(640, 8)
+y = (x[:, 0] > 0).long()
+model = nn.Linear(8, 2)
+opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+for i in range(0, 640, 32):
+    out = model(x[i:i + 32])
+    penalty = nn.functional.mse_loss(out, torch.zeros_like(out))        # a first loss call
+    loss = nn.functional.cross_entropy(out, y[i:i + 32]) + 0.01 * penalty
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+"""
+
+
+def test_the_lr_check_trains_on_the_last_loss_call_and_leaves_no_hook_behind(tmp_path):
+    """Two loss calls a step: the check pairs the last one's function with its target (the
+    first one's function with the last one's labels would not run); a script that crashes
+    before its first step says so; neither leaves a global hook, a torch function mode, or
+    sys.argv and sys.path changed."""
+    from torch.nn.modules.module import _global_forward_pre_hooks
+    from torch.optim.optimizer import _global_optimizer_pre_hooks
+    argv, path = list(sys.argv), list(sys.path)
+    two = tmp_path / "two.py"
+    two.write_text(TWO_LOSSES)
+    check = check_lr(str(two), [], str(tmp_path / "two.txt"))
+    assert "suggested" in check, check
+    assert check["used"]["lr"] == 1e-3 and check["used"]["batch_size"] == 32 and check["batches"] == 20
+    crash = tmp_path / "crash.py"
+    crash.write_text("import torch\nraise RuntimeError('no data')\n")
+    assert check_lr(str(crash), [], str(tmp_path / "crash.txt")) == {
+        "reason": "the script crashed (RuntimeError: no data)"}
+    assert not _global_forward_pre_hooks and not _global_optimizer_pre_hooks
+    assert torch._C._len_torch_function_stack() == 0
+    assert sys.argv == argv and sys.path == path
+
+
 def _cli(*args):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "trainmedic.cli", "tune", *args], env=env,

@@ -58,7 +58,6 @@ class RankLink:
     def __init__(self, store: Any, prefix: str, rank: int, world: int) -> None:
         self.store, self.prefix, self.rank, self.world = store, prefix, rank, world
         self.heard: set[int] = set()                   # ranks whose key exists
-        self.pending = set(range(world)) - {rank}
 
     @classmethod
     def connect(cls, name: str, rank: int) -> "RankLink | None":
@@ -84,12 +83,11 @@ class RankLink:
 
     def read(self) -> dict[int, dict[str, Any]]:
         """The latest summary of every other rank that has published one; never waits."""
-        if self.pending:
-            keys = [self.prefix + str(r) for r in sorted(self.pending)]
-            fresh = self.pending if self.store.check(keys) else {
-                r for r, k in zip(sorted(self.pending), keys) if self.store.check([k])}
-            self.heard |= fresh
-            self.pending -= fresh
+        pending = [r for r in range(self.world) if r != self.rank and r not in self.heard]
+        if pending:
+            keys = [self.prefix + str(r) for r in pending]
+            self.heard.update(pending if self.store.check(keys) else
+                              [r for r, k in zip(pending, keys) if self.store.check([k])])
         ranks = sorted(self.heard)
         values = self.store.multi_get([self.prefix + str(r) for r in ranks]) if ranks else []
         out = {r: json.loads(v) for r, v in zip(ranks, values)}
@@ -119,7 +117,6 @@ class RankWatch:
         self.rule = RankDivergence()
         self.own: dict[int, dict[str, Any]] = {}       # rank 0: its summaries by step
         self.peers: dict[int, dict[str, Any]] = {}     # rank 0: each other rank's latest
-        self.imported: dict[str, int] = {}             # finding id -> the rank it came from
 
     def exchange(self, final: bool = False) -> None:
         m = self.monitor
@@ -141,33 +138,22 @@ class RankWatch:
 
     def _take_findings(self) -> None:
         """The other ranks' error findings that rank 0 does not have, as findings of the job
-        attributed to their rank (their status kept up to date)."""
+        attributed to their rank (``evidence["rank"]``; their status kept up to date)."""
         engine = self.monitor.engine
         for r, s in sorted(self.peers.items()):
             for d in s["errors"]:
                 known = engine.findings.get(d["id"])
                 if known is None:
-                    self.imported[d["id"]] = r
                     engine.emit(Finding.make(d["id"], f"On rank {r}: {d['message']}", where=d["where"],
                                              step=d["step"], evidence={**d["evidence"], "rank": r}))
-                elif self.imported.get(d["id"]) == r and known.evidence.get("rank") == r:
+                elif known.evidence.get("rank") == r:
                     known.status, known.resolved_step = d["status"], d["resolved_step"]
 
     def _judge(self) -> None:
         """The rule's verdict as the ``rank_divergence`` finding: new, refreshed or resolved."""
-        engine = self.monitor.engine
         names = [i.name for i in self.monitor.table.infos]
-        verdict = self.rule.evaluate(self.own, self.peers, names)
-        known = engine.findings.get(self.rule.id)
-        if verdict is None:
-            if known is not None and known.active:
-                known.status, known.resolved_step = "resolved", self.monitor.step
-        elif known is None:
-            engine.emit(Finding.make(self.rule.id, verdict.message, where=verdict.where,
-                                     step=verdict.step, evidence=verdict.evidence))
-        else:
-            known.message, known.where, known.evidence = verdict.message, verdict.where, verdict.evidence
-            known.status, known.resolved_step = "active", None
+        self.monitor.engine.judge(self.rule.id, self.rule.evaluate(self.own, self.peers, names),
+                                  self.monitor.step)
 
     def run_info(self) -> dict[str, Any]:
         """The report's ``run.distributed``: the ranks heard from, their last steps, and which
@@ -178,12 +164,12 @@ class RankWatch:
         for i, f in self.monitor.findings.items():
             if i == self.rule.id:
                 found[i] = set(f.evidence.get("ranks", []))
-            elif self.imported.get(i) is None or f.evidence.get("rank") is None:
+            elif measured_here(f):
                 found.setdefault(i, set()).add(0)
         for r, s in self.peers.items():
             for i in s["findings"]:
                 found.setdefault(i, set()).add(r)
-        steps = {0: self.own[max(self.own)]["step"]} if self.own else {}
+        steps = {0: max(self.own)} if self.own else {}
         steps.update({r: s["step"] for r, s in sorted(self.peers.items())})
         return {"distributed": {"world_size": self.link.world, "steps": steps,
                                 "found_by": {i: sorted(rs) for i, rs in sorted(found.items())}}}

@@ -14,7 +14,7 @@ without one, the engine warns once; training goes on.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from trainmedic._safety import Guard, warn
 from trainmedic.datastream import DataStream
@@ -24,6 +24,9 @@ from trainmedic.history import RunState, Tick
 from trainmedic.params import ParamTable
 from trainmedic.step_clock import StepClock
 from trainmedic.validation import ValidationTracker
+
+if TYPE_CHECKING:
+    from trainmedic.detectors.base import Verdict
 
 
 class StopTraining(BaseException):
@@ -117,31 +120,40 @@ class Engine:
             self.epoch_start = len(self.validation.epochs)
 
     def run_detectors(self, final: bool) -> None:
-        """Evaluate every detector: a new verdict becomes a finding, a known one is refreshed
-        (and re-activated), a detector's finding whose condition cleared is marked resolved."""
+        """Evaluate every detector and :meth:`judge` its verdict."""
         step = self.clock.step
         active = {i for i, f in self.findings.items() if f.active}
         for det in self.detectors:
             verdict = self.guard.call(f"detector {det.id}", det.evaluate, self.run, active, final)
-            known = self.findings.get(det.id)
-            if verdict is None:
-                if (known is not None and known.active and det.id in self._detected
-                        and f"detector {det.id}" not in self.guard.disabled):
-                    known.status, known.resolved_step = "resolved", step
-                    active.discard(det.id)
+            if verdict is None and (det.id not in self._detected
+                                    or f"detector {det.id}" in self.guard.disabled):
                 continue
-            if known is None:
-                self._detected.add(det.id)
-                self.emit(Finding.make(det.id, verdict.message, where=verdict.where,
-                                       step=verdict.step if verdict.step is not None else step,
-                                       evidence=verdict.evidence, severity=verdict.severity))
+            self._detected.add(det.id)
+            if self.judge(det.id, verdict, step):
+                active.add(det.id)
             else:
-                known.message, known.evidence = verdict.message, dict(verdict.evidence)
-                known.status, known.resolved_step = "active", None
-                if verdict.where is not None:
-                    known.where = verdict.where
-            active.add(det.id)
+                active.discard(det.id)
         assign_causes(list(self.findings.values()))
+
+    def judge(self, finding_id: str, verdict: Verdict | None, step: int) -> bool:
+        """A rule's verdict as its finding: a new verdict becomes a finding, a known one is
+        refreshed (and re-activated), a finding whose condition cleared (None) is marked resolved
+        at ``step``. Whether the finding is active now."""
+        known = self.findings.get(finding_id)
+        if verdict is None:
+            if known is not None and known.active:
+                known.status, known.resolved_step = "resolved", step
+            return False
+        if known is None:
+            self.emit(Finding.make(finding_id, verdict.message, where=verdict.where,
+                                   step=verdict.step if verdict.step is not None else step,
+                                   evidence=verdict.evidence, severity=verdict.severity))
+        else:
+            known.message, known.evidence = verdict.message, dict(verdict.evidence)
+            known.status, known.resolved_step = "active", None
+            if verdict.where is not None:
+                known.where = verdict.where
+        return True
 
     def data_checks(self, final: bool = False,
                     probes: "Callable[[], list[Finding]] | None" = None) -> None:

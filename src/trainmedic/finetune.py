@@ -45,8 +45,8 @@ def mark_pretrained(module: nn.Module, *, except_head: bool = False) -> None:
     that the ``pretrained_features_destroyed`` detector measures drift from. Weights already
     marked keep their mark. ``except_head``: leave the last ``nn.Linear`` (the head, as
     :func:`replace_head` finds it) unmarked; it is what a fine-tuning trains from scratch."""
-    head = _last_linear(module)[1] if except_head and _has_linear(module) else None
-    skip = {id(p) for p in head.parameters()} if head is not None else set()
+    head = _last_linear(module) if except_head else None
+    skip = {id(p) for p in head[1].parameters()} if head is not None else set()
     for name, p in module.named_parameters():
         if id(p) not in skip:
             mark(p, name)
@@ -265,10 +265,11 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Linear:
         raise ValueError(f"num_classes={num_classes!r} is not valid; expected an int >= 1")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model={model!r} is not a torch.nn.Module")
-    if not _has_linear(model):
+    found = _last_linear(model)
+    if found is None:
         raise ValueError(f"model={type(model).__name__} has no nn.Linear layer; expected one as its "
                          f"head (replace a non-linear head by assignment)")
-    name, old = _last_linear(model)
+    name, old = found
     if not name:
         raise ValueError("model is itself an nn.Linear; expected a model whose head is a submodule "
                          "(or build the new nn.Linear directly)")
@@ -281,12 +282,10 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Linear:
     return head
 
 
-def _has_linear(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.Linear) for m in model.modules())
-
-
-def _last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+def _last_linear(model: nn.Module) -> tuple[str, nn.Linear] | None:
+    """The last ``nn.Linear`` in registration order (the head) and its name; None without one."""
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return found[-1] if found else None
 
 
 __all__ = ["GradualUnfreeze", "discriminative_param_groups", "freeze", "gradual_unfreeze",

@@ -48,6 +48,12 @@ class StepClock:
         if self.ticks == DENSE_TICKS:
             self.interval = self.window
 
+    def dense(self, on: bool) -> None:
+        """Windows of ``every`` steps while ``on`` (a control waiting for something it must see
+        promptly), the usual pace otherwise. Only between two windows: right after a tick."""
+        if self.ticks >= DENSE_TICKS:
+            self.interval = self.every if on else self.window
+
     def stepping(self, k: int) -> bool:
         """Optimizer ``k`` is stepping; True when it becomes the primary now: it stepped
         SWITCH_AFTER times in a row while the primary did not (a head stepping every step beside

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from trainmedic.augment._common import check_int
 from trainmedic.integrations import require
 
 COLUMNS = 8
@@ -37,8 +38,7 @@ def preview(augment: Callable[..., Any], x: torch.Tensor, y: torch.Tensor | None
     ``path`` when given. ``augment(x)`` returns the augmented batch; with ``y``, the titles show
     the labels, and a function taking ``(x, y)`` (:func:`~trainmedic.augment.mixup`) is called so
     and returns ``(inputs, targets)``: soft targets are shown as their two largest classes."""
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n={n!r} is not valid; expected an int >= 1")
+    n = check_int("n", n, 1)
     if not isinstance(x, torch.Tensor) or x.ndim not in KINDS or len(x) == 0:
         raise ValueError(f"x has shape {tuple(getattr(x, 'shape', ()))}; expected a non-empty batch of images "
                          f"(B, C, H, W), spectrograms (B, F, T) or signals (B, T)")

@@ -12,7 +12,7 @@ import random
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -197,6 +197,21 @@ def _to(value: Any, device: torch.device) -> Any:
 
 
 @contextmanager
+def rng_kept() -> Iterator[None]:
+    """Python's, NumPy's and torch's (CPU and CUDA) global RNG states as they were."""
+    state = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+             torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    try:
+        yield
+    finally:
+        random.setstate(state[0])
+        np.random.set_state(state[1])
+        torch.set_rng_state(state[2])
+        if state[3] is not None:
+            torch.cuda.set_rng_state_all(state[3])
+
+
+@contextmanager
 def preserved(model: nn.Module, optimizer: torch.optim.Optimizer | None, loaders: Iterable = ()):
     """Snapshot and restore everything a check could disturb: the model's parameters, buffers,
     gradients and train/eval flags, the optimizer's state, and every RNG (Python, NumPy, torch
@@ -205,14 +220,13 @@ def preserved(model: nn.Module, optimizer: torch.optim.Optimizer | None, loaders
     grads = {n: (None if p.grad is None else p.grad.detach().clone()) for n, p in model.named_parameters()}
     modes = {m: m.training for m in model.modules()}
     opt_state = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
-    rng = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
-           torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
     gens = [g for ld in loaders if ld is not None
             for g in (getattr(ld, "generator", None), getattr(getattr(ld, "sampler", None), "generator", None))
             if isinstance(g, torch.Generator)]
     gen_states = [g.get_state() for g in gens]
     try:
-        yield
+        with rng_kept():
+            yield
     finally:
         model.load_state_dict(state)
         for n, p in model.named_parameters():
@@ -221,11 +235,6 @@ def preserved(model: nn.Module, optimizer: torch.optim.Optimizer | None, loaders
             m.training = training
         if optimizer is not None:
             optimizer.load_state_dict(opt_state)
-        random.setstate(rng[0])
-        np.random.set_state(rng[1])
-        torch.set_rng_state(rng[2])
-        if rng[3] is not None:
-            torch.cuda.set_rng_state_all(rng[3])
         for g, s in zip(gens, gen_states):
             g.set_state(s)
 

@@ -6,7 +6,9 @@ its parameters are not those of the others (data parallelism keeps them identica
 seed, a checkpoint loaded on one rank after wrapping, another learning rate); when its recent
 loss is far from the others' while they learn (its data or labels are broken); or when its
 gradient norm is off by GRAD_FACTOR (gradients changed after DDP's all-reduce, or no DDP).
-Ranks that see different shards of the same data differ by noise only: silent.
+Ranks that see different shards of the same data differ by noise only: silent. Parameters and
+gradients are compared only between replicas of one model: not between shards of it (FSDP,
+tensor parallelism) nor between models of other shapes (pipeline stages), which differ by design.
 """
 
 from __future__ import annotations
@@ -89,10 +91,9 @@ def compare(group: list[dict[str, Any]], names: list[str]) -> dict[int, list[dic
 
 def _parameters(group: list[dict[str, Any]], names: list[str]) -> list[tuple[int, dict[str, Any]]]:
     """Ranks whose weight norms (at the same sampled step) are not those of the largest set of
-    ranks that agree (rank 0's on a tie). Sharded parameters (FSDP) and ranks training models
-    of other shapes (pipeline stages) are not compared."""
-    if (any(s["sharded"] or s["weights"] is None for s in group)
-            or len({(s["shapes"], s["sample_step"]) for s in group}) != 1):
+    ranks that agree (rank 0's on a tie), sampled at the same step."""
+    if (not _replicas(group) or any(s["weights"] is None for s in group)
+            or len({s["sample_step"] for s in group}) != 1):
         return []
     weights = [s["weights"] for s in group]
     same = [[_differs(a, b) is None for b in weights] for a in weights]
@@ -145,13 +146,20 @@ def _losses(group: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
 
 
 def _gradients(group: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """Ranks whose recent gradient norm is GRAD_FACTOR away from the median rank's: DDP's
+    all-reduce leaves every replica the same gradient; without it, shards differ by noise."""
     known = [s for s in group if s["ticks"] >= MIN_TICKS and _positive(s["grad"])]
-    if len(known) < 2:
+    if len(known) < 2 or not _replicas(group):
         return []
     ref = sorted(known, key=lambda s: s["grad"])[(len(known) - 1) // 2]
     return [(s["rank"], {"reason": "gradient", "step": s["step"], "grad_norm": s["grad"],
                          "reference_grad_norm": ref["grad"], "reference_rank": ref["rank"]})
             for s in known if max(s["grad"] / ref["grad"], ref["grad"] / s["grad"]) >= GRAD_FACTOR]
+
+
+def _replicas(group: list[dict[str, Any]]) -> bool:
+    """Whether the ranks of ``group`` train whole copies of one model (no shard, same shapes)."""
+    return not any(s["sharded"] for s in group) and len({s["shapes"] for s in group}) == 1
 
 
 def _positive(x: float | None) -> bool:

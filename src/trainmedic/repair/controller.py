@@ -49,7 +49,6 @@ from trainmedic.findings import Severity
 from trainmedic.repair import order as _order
 from trainmedic.repair.remedies import NotApplicable, RepairContext, Remedy
 from trainmedic.repair.snapshots import Snapshot, SnapshotRing, find_schedulers
-from trainmedic.step_clock import DENSE_TICKS
 
 VAL_EPOCHS = 2         # new validation epochs, at least, that judge an overfitting remedy
 VAL_WINDOW = 20        # ... and at most this many, compared with the unrepaired run's
@@ -82,7 +81,8 @@ class RepairController:
         self.attempts: list[dict[str, Any]] = monitor.extra_run_info.setdefault("repairs", [])
         self.kept: list[Remedy] = []
         self._orders: dict[str, list[str]] = {}   # each finding's list, arranged at its first attempt
-        # each finding's run before its first rollback: (step, loss) rows and (step, val_loss) epochs
+        # each finding's run before its first rollback: (step, loss) rows and its validation
+        # epochs as (step, val_loss, train_loss)
         self._unrepaired: dict[str, tuple[np.ndarray, list]] = {}
         self._given_up: set[str] = set()
         self._current: dict[str, Any] | None = None
@@ -229,14 +229,11 @@ class RepairController:
             self._healthy_point()
 
     def _pace(self) -> None:
-        """Ticks every ``every`` steps while an overfitting remedy waits for its epochs, so it
-        is judged at the first epoch that can decide it (sparse ticks come up to 8x later);
-        the clock's own pace again afterwards. Called right after a tick: the new window is
-        still empty."""
-        clock = self.monitor.clock
-        if clock.ticks >= DENSE_TICKS:
-            cur = self._current
-            clock.interval = clock.every if cur is not None and cur["remedy"].verify == "val" else clock.window
+        """Dense ticks while an overfitting remedy waits for its epochs, so it is judged at the
+        first epoch that can decide it (sparse ticks come up to 8x later). Called right after a
+        tick."""
+        cur = self._current
+        self.monitor.clock.dense(cur is not None and cur["remedy"].verify == "val")
 
     def _root(self, finding: Any) -> str:
         """The root cause of ``finding`` (its ``caused_by`` chain): the symptoms of a cause that
@@ -302,7 +299,7 @@ class RepairController:
         self._current = {"finding": finding.id, "remedy": remedy, "record": record, "snap": snap,
                          "start_step": m.step, "start_tick": self._ticks, "targets": list(targets),
                          "unrepaired": unrepaired, "ramp_tick": None,
-                         "unrepaired_val": [(v, t) for s, v, t in vals if s > snap.step and v is not None] if back else []}
+                         "unrepaired_epochs": [(v, t) for s, v, t in vals if s > snap.step and v is not None] if back else []}
         if back:
             self._restore(snap)
         else:                  # the detectors judge what happens from now on
@@ -381,7 +378,7 @@ class RepairController:
         loss at the snapshot."""
         epochs = self.monitor.validation.epochs[cur["epochs"]:]
         new = [(e.get("val_loss"), e.get("train_loss")) for e in epochs if e.get("val_loss") is not None]
-        ref = cur["unrepaired_val"][:VAL_WINDOW]
+        ref = cur["unrepaired_epochs"][:VAL_WINDOW]
         if len(new) < max(VAL_EPOCHS, len(ref)):
             return
         record, bar = cur["record"], cur["best_val"]

@@ -12,20 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import os
-import random
 import runpy
 import sys
 import time
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
-import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
+from trainmedic.checks.base import rng_kept
 from trainmedic.quantities.activations import LOSS_NAMES, loss_name
-from trainmedic.search.routes import LOADER_SETTINGS, OPTIMIZER_SETTINGS
+from trainmedic.search.routes import OPTIMIZER_SETTINGS
 
 MAX_BATCHES = 20        # the checkup's own default (``max_batches``)
 
@@ -52,10 +50,10 @@ class _Capture:
     """What the script's first training steps show. A training forward is a call of a module with
     parameters, in training mode, with gradients on; the model is the first module called since
     the last step that holds parameters of the optimizer that steps; the training loss is the
-    last loss call whose input needs a gradient."""
+    step's last loss call whose input needs a gradient (its function, extra arguments and
+    keywords as in the first step; its target each step)."""
 
-    def __init__(self, max_batches: int) -> None:
-        self.max_batches = max_batches
+    def __init__(self) -> None:
         self.model: torch.nn.Module | None = None        # the copy, as before the first step
         self.optimizer: torch.optim.Optimizer | None = None
         self.loss: tuple[Any, tuple, dict] | None = None  # (function, extra args, kwargs)
@@ -64,7 +62,7 @@ class _Capture:
         self.missing = ""                                 # why the probe found nothing
         self._root: torch.nn.Module | None = None
         self._forwards: dict[int, tuple[torch.nn.Module, Any]] = {}
-        self._target: Any = None
+        self._call: tuple[Any, Any, tuple, dict] | None = None   # (function, target, extra args, kwargs)
 
     def on_forward(self, module: torch.nn.Module, args: tuple) -> None:
         if args and module.training and torch.is_grad_enabled() and id(module) not in self._forwards \
@@ -74,9 +72,8 @@ class _Capture:
     def on_loss(self, func: Any, args: tuple, kwargs: dict) -> None:
         x = args[0] if args else kwargs.get("input")
         if torch.is_grad_enabled() and torch.is_tensor(x) and x.requires_grad:
-            self._target = args[1] if len(args) > 1 else kwargs.get("target")
-            if self.loss is None:
-                self.loss = (func, args[2:], {k: v for k, v in kwargs.items() if k not in ("input", "target")})
+            self._call = (func, args[1] if len(args) > 1 else kwargs.get("target"), args[2:],
+                          {k: v for k, v in kwargs.items() if k not in ("input", "target")})
 
     def on_step(self, opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
         if self.optimizer is None:
@@ -84,28 +81,31 @@ class _Capture:
         elif opt is not self.optimizer:
             return
         seen = self._forwards.get(id(self._root))
-        if seen is not None and torch.is_tensor(self._target):
-            self.batches.append((_detached(seen[1]), self._target.detach()))
-        self._forwards, self._target = {}, None
-        if len(self.batches) >= self.max_batches:
+        target = self._call[1] if self._call is not None else None
+        if seen is not None and torch.is_tensor(target):
+            self.batches.append((_detached(seen[1]), target.detach()))
+        self._forwards, self._call = {}, None
+        if len(self.batches) >= MAX_BATCHES:
             raise _Enough
 
     def _first_step(self, opt: torch.optim.Optimizer) -> None:
         mine = {id(p) for group in opt.param_groups for p in group["params"]}
         root = next((m for m, _ in self._forwards.values() if any(id(p) in mine for p in m.parameters())), None)
-        if root is None or self.loss is None:
+        if root is None or self._call is None:
             self.missing = ("no training forward of a torch module before the first optimizer step"
                             if root is None else
                             f"no torch.nn.functional loss ({', '.join(sorted(LOSS_NAMES))}) before the "
                             f"first optimizer step")
             raise _Enough
         self._root, self.optimizer = root, opt
+        func, _, extra, kwargs = self._call
+        self.loss = (func, extra, kwargs)
         self.model = copy.deepcopy(root)
         group = opt.param_groups[0]
         self.used = {k: _plain(group[k]) for k in OPTIMIZER_SETTINGS if k in group}
         x = self._forwards[id(root)][1]
         if torch.is_tensor(x) and x.dim():
-            self.used[LOADER_SETTINGS[0]] = len(x)
+            self.used["batch_size"] = len(x)
 
 
 def _detached(x: Any) -> Any:
@@ -117,21 +117,6 @@ def _plain(v: Any) -> Any:
     if isinstance(v, (tuple, list)):
         return [_plain(x) for x in v]
     return float(v) if torch.is_tensor(v) else v
-
-
-@contextlib.contextmanager
-def _rng_kept() -> Iterator[None]:
-    """Python's, NumPy's and torch's RNG states as they were (the script seeds them)."""
-    state = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
-             torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
-    try:
-        yield
-    finally:
-        random.setstate(state[0])
-        np.random.set_state(state[1])
-        torch.set_rng_state(state[2])
-        if state[3] is not None:
-            torch.cuda.set_rng_state_all(state[3])
 
 
 def _run_until_captured(script: str, args: list[str], capture: _Capture, log_path: str) -> str:
@@ -163,15 +148,15 @@ def _run_until_captured(script: str, args: list[str], capture: _Capture, log_pat
     return ended
 
 
-def check_lr(script: str, args: list[str], log_path: str, max_batches: int = MAX_BATCHES) -> dict[str, Any]:
+def check_lr(script: str, args: list[str], log_path: str) -> dict[str, Any]:
     """The checkup's LR suggestion for ``script`` as written: ``suggested`` with the two estimates
     it combines (``largest_stable``, ``min_over_10``), ``used`` (the lr and the other optimizer
     settings and batch size of its first step), ``batches`` and ``seconds``; or ``reason`` when
     it could not run. The script's output goes to ``log_path``."""
     from trainmedic.checkup import checkup
     started = time.perf_counter()
-    capture = _Capture(max_batches)
-    with _rng_kept():
+    capture = _Capture()
+    with rng_kept():
         ended = _run_until_captured(script, args, capture, log_path)
         if not capture.batches:
             return {"reason": capture.missing or ended or (
@@ -179,7 +164,6 @@ def check_lr(script: str, args: list[str], log_path: str, max_batches: int = MAX
                 else "its training loss calls had no target tensor")}
         func, extra, kwargs = capture.loss
 
-        @functools.wraps(func)
         def loss_fn(output: Any, target: Any) -> Any:
             return func(output, target, *extra, **kwargs)
         [result] = checkup(capture.model, capture.batches, loss_fn, optimizer=capture.optimizer,
@@ -192,12 +176,9 @@ def check_lr(script: str, args: list[str], log_path: str, max_batches: int = MAX
             "seconds": round(time.perf_counter() - started, 2)}
 
 
-def advice(check: Mapping[str, Any] | None, best: Mapping[str, Any] | None) -> str | None:
+def advice(check: Mapping[str, Any], best: Mapping[str, Any] | None) -> str:
     """One sentence: the suggestion, with the script's values of the best trial's other tuned
-    settings, beside the best trial's lr (the script's, when lr is not tuned); None when the
-    study has no check."""
-    if not check:
-        return None
+    settings, beside the best trial's lr (the script's, when lr is not tuned)."""
     if "suggested" not in check:
         return f"The checkup's LR range test did not run: {check['reason']}."
     used, params, suggested = check["used"], (best or {}).get("params", {}), check["suggested"]
