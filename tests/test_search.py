@@ -277,6 +277,7 @@ def test_the_lr_check_trains_on_the_last_loss_call_and_leaves_no_hook_behind(tmp
     from torch.nn.modules.module import _global_forward_pre_hooks
     from torch.optim.optimizer import _global_optimizer_pre_hooks
     argv, path = list(sys.argv), list(sys.path)
+    hooks = (list(_global_forward_pre_hooks), list(_global_optimizer_pre_hooks))
     two = tmp_path / "two.py"
     two.write_text(TWO_LOSSES)
     check = check_lr(str(two), [], str(tmp_path / "two.txt"))
@@ -286,7 +287,7 @@ def test_the_lr_check_trains_on_the_last_loss_call_and_leaves_no_hook_behind(tmp
     crash.write_text("import torch\nraise RuntimeError('no data')\n")
     assert check_lr(str(crash), [], str(tmp_path / "crash.txt")) == {
         "reason": "the script crashed (RuntimeError: no data)"}
-    assert not _global_forward_pre_hooks and not _global_optimizer_pre_hooks
+    assert (list(_global_forward_pre_hooks), list(_global_optimizer_pre_hooks)) == hooks
     assert torch._C._len_torch_function_stack() == 0
     assert sys.argv == argv and sys.path == path
 

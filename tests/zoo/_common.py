@@ -5,6 +5,7 @@ Every zoo program is a plain PyTorch script (``python prog.py`` works without tr
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -103,3 +104,17 @@ def fit(model, opt, train, val=None, epochs=5, loss_fn=None, scheduler=None, cli
         if val is not None and log:
             vl, acc = evaluate(model, val, loss_fn)
             print(f"epoch {epoch} val_loss {vl:.4f} val_acc {acc:.3f}")
+
+
+def pretrained_mlp(x, y):
+    """An MLP trained on 10-class digits (flat): a pretrained model to fine-tune."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU()),
+                          nn.Linear(128, 10))
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    for _ in range(15):
+        for i in range(0, len(y), 32):
+            opt.zero_grad()
+            F.cross_entropy(model(x[i:i + 32]), y[i:i + 32]).backward()
+            opt.step()
+    return model
