@@ -29,6 +29,7 @@ def augmentations(y: torch.Tensor, g: torch.Generator) -> dict:
         "color_jitter (brightness, contrast, saturation 0.2, hue 0.05)": lambda x: A.color_jitter(x, hue=0.05, generator=g),
         "random_erasing (p=0.5)": lambda x: A.random_erasing(x, generator=g),
         "gaussian_noise (std 0.05)": lambda x: A.gaussian_noise(x, generator=g),
+        "translate (up to 1/8 of the side, plain torch)": lambda x: A.translate(x, generator=g),
         "mixup (alpha 0.2)": lambda x: A.mixup(x, y, num_classes=10, generator=g),
         "cutmix (alpha 1)": lambda x: A.cutmix(x, y, num_classes=10, generator=g),
     }

@@ -27,3 +27,26 @@ def postgres_url():
         yield server.start()
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def mysql_url():
+    """A real MySQL server (MariaDB) on loopback for the whole session (tests/mysql_server.py);
+    skips with the reason where none can run."""
+    import mysql_server
+
+    reason = mysql_server.unavailable_reason()
+    if reason:
+        pytest.skip(f"MySQL tests need a server: {reason}")
+    server = mysql_server.MySQLServer()
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["postgres_url", "mysql_url"])
+def database_url(request):
+    """Each database server a study can be shared through, in turn."""
+    return request.getfixturevalue(request.param)
+

@@ -50,6 +50,7 @@ CASES = {
     "color_jitter": (A.color_jitter, {"brightness": 0.4, "saturation": 0.4, "hue": 0.1}, images),
     "random_erasing": (A.random_erasing, {"p": 1.0}, images),
     "gaussian_noise": (A.gaussian_noise, {"std": 0.1}, images),
+    "translate": (A.translate, {"max_shift": 2}, images),
     "mixup": (functools.partial(A.mixup, y=torch.arange(6) % 3, num_classes=3), {}, images),
     "cutmix": (functools.partial(A.cutmix, y=torch.arange(6) % 3, num_classes=3), {}, images),
     "drop_tokens": (A.drop_tokens, {"pad_id": 0, "p": 0.3}, token_ids),
@@ -114,7 +115,29 @@ def test_image_transforms_do_what_they_say():
     assert A.color_jitter(images(c=1), saturation=0, generator=gen()).shape == (6, 1, 16, 12)
 
 
+def test_translate_shifts_each_image_by_whole_pixels_and_repeats_the_edges():
+    x = images(32, h=12, w=12)
+    out = A.translate(x, max_shift=2, generator=gen())
+    shifts = []
+    for i in range(len(x)):          # which shift each sample got: its interior is the original, moved
+        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if torch.equal(out[i, :, 2:-2, 2:-2], x[i, :, 2 - dy:10 - dy, 2 - dx:10 - dx])]
+        assert len(found) == 1, i
+        shifts.append(found[0])
+    dy, dx = map(torch.tensor, zip(*shifts))
+    assert dy.unique().numel() > 1 and dx.unique().numel() > 1          # drawn per sample
+    i = next(k for k, (a, b) in enumerate(shifts) if a > 0)
+    assert torch.equal(out[i, :, :shifts[i][0]], x[i, :, :1].expand(-1, shifts[i][0], -1).roll(shifts[i][1], -1)
+                       if shifts[i][1] == 0 else out[i, :, :shifts[i][0]])   # the top edge row repeated
+    assert torch.equal(A.translate(x, p=0.0), x)
+    one = A.translate(torch.zeros(64, 1, 8, 8).index_fill_(3, torch.tensor([3]), 1.0), max_shift=0.125,
+                      generator=gen())
+    assert set(one.sum((1, 2)).argmax(1).tolist()) == {2, 3, 4}      # a fraction of the side: 1 px of 8
+
+
 @pytest.mark.parametrize("call, match", [
+    (lambda: A.translate(images(), max_shift=0), r"max_shift=0 is not valid; expected a number of pixels"),
+    (lambda: A.translate(images(), max_shift=1.5), r"max_shift=1.5 is not valid"),
     (lambda: A.hflip(torch.rand(3, 8, 8)), r"x has shape \(3, 8, 8\); expected .*\(B, C, H, W\)"),
     (lambda: A.rotate(torch.zeros(2, 3, 8, 8, dtype=torch.uint8)), r"x has dtype torch.uint8; expected a floating"),
     (lambda: A.vflip([[0.0]]), r"x is a list; expected a tensor"),

@@ -179,6 +179,9 @@ def test_a_bug_on_rank_1_only_is_named_with_its_rank(watched, case, reason):
     assert "rank_divergence" not in lines["1 FOUND"]          # rank 0 alone compares
     assert _divergence(report) == ([1], [reason])
     assert report["run"]["distributed"]["found_by"]["rank_divergence"] == [1]
+    if case == "nan":     # rank 0's own NaN came from rank 1 through DDP's all-reduce
+        causes = {f["id"]: f["caused_by"] for f in report["findings"]}
+        assert causes["nonfinite_loss"] == causes["nonfinite_gradient"] == "rank_divergence", causes
 
 
 @needs_gloo
@@ -192,8 +195,8 @@ def test_ranks_that_stop_at_different_steps_never_wait_on_each_other(watched, ca
 
 @needs_gloo
 def test_an_fsdp2_job_runs_watched_with_its_parameter_names(watched):
-    """fully_shard works on CPU with gloo; its DTensor parameters keep their names (their
-    gradient and weight statistics are not measured yet), their shards are never compared."""
+    """fully_shard works on CPU with gloo; its DTensor parameters keep their names, their
+    shards are never compared (their statistics: tests/test_fsdp.py)."""
     _, lines, report = watched["fsdp2"]
     for rank in (0, 1):
         assert lines[f"{rank} NAMES"] == str(["0.weight", "0.bias", "2.weight", "2.bias"])
@@ -221,6 +224,62 @@ def test_trainmedic_run_names_the_rank_that_loaded_other_weights(tmp_path):
     assert len(printed) == 1 and "[rank 1]" in printed[0], err
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert _divergence(report) == ([1], ["parameters"])
+
+
+SPAWN = '''
+import os, sys
+import torch, torch.distributed as dist, torch.multiprocessing as mp
+from torch import nn
+import trainmedic
+
+
+def worker(rank, out, port):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    opt = torch.optim.SGD(net.parameters(), lr=30.0, momentum=0.9)
+    trainmedic.watch(net, opt, every=5, run_dir=os.path.join(out, f"run{rank}"))   # before the group
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    model = nn.parallel.DistributedDataParallel(net)
+    g = torch.Generator().manual_seed(rank)
+    x = torch.randn(512, 16, generator=g)
+    y = x[:, :4].argmax(1)
+    for i in range(60):
+        b = slice(32 * (i % 16), 32 * (i % 16 + 1))
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[b]), y[b]).backward()
+        opt.step()
+    del model         # no barrier: a Reducer freed after one can deadlock gloo's teardown
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    mp.spawn(worker, args=(sys.argv[1], sys.argv[2]), nprocs=2)
+'''
+
+
+@needs_gloo
+def test_mp_spawn_workers_watched_before_their_process_group_print_and_write_once(tmp_path):
+    """mp.spawn sets no RANK and the workers call watch() before init_process_group: the first
+    tick after it gives each its rank, so rank 1 stays quiet and writes nothing."""
+    import socket
+    (tmp_path / "spawn.py").write_text(SPAWN)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    for _ in range(3):
+        shutil.rmtree(tmp_path / "out", ignore_errors=True)
+        proc = subprocess.run([sys.executable, "spawn.py", str(tmp_path / "out"), port],
+                              env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                              timeout=120, cwd=tmp_path)
+        if proc.returncode == 0 or GLOO_EXIT_ABORT not in proc.stdout + proc.stderr:
+            break
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert proc.stderr.count("trainmedic ERROR learning_rate_too_high") == 1, proc.stderr
+    assert sorted(os.listdir(tmp_path / "out")) == ["run0"]
+    report = json.loads((tmp_path / "out" / "run0" / "report.json").read_text())
+    assert report["run"]["rank"] == 0 and report["run"]["distributed"]["world_size"] == 2
 
 
 # -- the rule, in-process ---------------------------------------------------------------------
@@ -286,6 +345,13 @@ def test_rule_names_the_rank_where_nan_appeared_first():
     latest[0]["step"] = 10
     assert list(nonfinite_origin(latest)) == [1]
     latest[2] = _summary(2, step=5, final=True)      # a rank that stopped earlier does not count
+    assert list(nonfinite_origin(latest)) == [1]
+    # a job diverging on every rank (too high a learning rate): the first rank to reach NaN is
+    # no origin; one that diverged only after the NaN step still is
+    diverging = {"id": "loss_diverging", "step": 6}
+    latest = {0: _summary(0, nonfinite_loss=10, errors=[diverging]), 1: _summary(1, nonfinite_loss=9)}
+    assert nonfinite_origin(latest) == {}
+    diverging["step"] = 9
     assert list(nonfinite_origin(latest)) == [1]
 
 

@@ -150,6 +150,41 @@ def test_evaluation_with_a_hand_written_loss_comes_from_the_metrics(tmp_path):
     assert "val_runtime" not in epoch
 
 
+class Audio(PreTrainedModel):
+    """A classifier of 64-sample waveforms, called as the Trainer calls every model:
+    ``model(input_values=..., labels=...)``."""
+    config_class = TinyConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.head = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 2))
+        self.post_init()
+
+    def forward(self, input_values, labels=None):
+        logits = self.head(input_values)
+        return SequenceClassifierOutput(loss=None if labels is None else F.cross_entropy(logits, labels),
+                                        logits=logits)
+
+
+@pytest.mark.parametrize("scale", [1.0, 3e4])
+def test_keyword_inputs_reach_the_data_checks(tmp_path, scale):
+    """Waveforms left at int16 scale (x3e4) are named input_not_normalized from the first
+    batch, which reaches the model as a keyword argument only; standardised ones are not."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 64, generator=g)
+    data = [{"input_values": v * scale, "labels": int(v[:8].sum() > 0)} for v in x]
+    torch.manual_seed(0)
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to=[], use_cpu=True, seed=0,
+                             num_train_epochs=1, per_device_train_batch_size=16, learning_rate=1e-3,
+                             save_strategy="no", logging_strategy="no", disable_tqdm=True)
+    cb = _callback(tmp_path)
+    Trainer(model=Audio(TinyConfig()), args=args, train_dataset=data, callbacks=[cb]).train()
+    checks = {c["name"]: c["status"] for c in cb.report.run["first_batch_checks"]}
+    assert checks["nonfinite_input"] == "passed", checks
+    found = {f.id for f in cb.report.findings}
+    assert ("input_not_normalized" in found) == (scale > 1), found
+
+
 def test_a_missing_library_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)
     monkeypatch.delitem(sys.modules, "trainmedic.integrations.huggingface")

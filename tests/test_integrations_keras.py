@@ -133,6 +133,27 @@ def test_planted_bugs_are_named(digits, tmp_path, bug, expected):
         assert found[expected].evidence["parameters"] == ["body.kernel", "body.bias"]
 
 
+@pytest.mark.parametrize("init", ["glorot_uniform", "he_normal", "pretrained"])
+def test_a_layer_frozen_at_its_random_draw_is_named_and_a_pretrained_one_is_not(digits, tmp_path, init):
+    """trainable=False on a Dense layer still at its initializer's draw (Keras's own, not
+    torch's defaults): frozen_random_layers; the same layer trained first, then frozen: silent."""
+    keras.utils.set_random_seed(0)
+    body = keras.layers.Dense(64, activation="relu", name="body",
+                              kernel_initializer="glorot_uniform" if init == "pretrained" else init)
+    model = keras.Sequential([keras.Input((64,)), body, keras.layers.Dense(10, name="head")])
+    if init == "pretrained":
+        _fit(digits, model, epochs=2)
+    body.trainable = False
+    cb = _callback(tmp_path)
+    _fit(digits, model, cb, epochs=1)
+    found = {f.id: f for f in cb.report.findings}
+    if init == "pretrained":
+        assert "frozen_random_layers" not in found, sorted(found)
+    else:
+        assert found["frozen_random_layers"].evidence["layers"] == ["body"], sorted(found)
+        assert "trainable=False" in found["frozen_random_layers"].message
+
+
 def test_callback_leaves_the_numbers_unchanged(digits, tmp_path):
     runs = []
     for cb in (None, TrainmedicCallback(every=1, run_dir=str(tmp_path / "run"), on_finding=lambda f: None)):

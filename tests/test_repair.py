@@ -1,7 +1,10 @@
 """Verified repair while training (trainmedic.repair): roll back in place to a healthy snapshot,
 apply a remedy, keep it only when verified."""
 
+import glob
 import json
+import os
+import re
 import textwrap
 import warnings
 
@@ -349,6 +352,10 @@ def test_order_table_names_only_known_remedies_and_every_finding_has_a_priority(
         for rid in ids:
             assert rid in REMEDIES
     assert make("lr_scale_0.003").factor == 0.003
+    # every remedy the table lists is the one a planted-bug program of the repair benchmark keeps
+    kept = {re.search(r'^REMEDY = "(\S+)"', open(f).read(), re.M)[1] for f in glob.glob(os.path.join(
+        os.path.dirname(__file__), "..", "benchmarks", "repair_programs", "bug_*.py"))}
+    assert {rid for ids in ORDER.values() for rid in ids} == kept
     with pytest.raises(ValueError, match="remedy='nope'"):
         make("nope")
     with pytest.raises(ValueError, match="capacity=0"):

@@ -66,6 +66,26 @@ def test_a_kept_weight_decay_is_not_turned_back(tmp_path, capsys, monkeypatch):
     assert all("would undo" in g["reason"] for g in run.get("repairs_given_up", []))
 
 
+def test_an_overfitting_cnn_is_repaired_by_augmentation_with_the_validation_gain_reported(tmp_path, capsys,
+                                                                                           monkeypatch):
+    """bug_overfitting_cnn: 200 digit images, no augmentation. Shifting the training images by
+    a pixel (augment_inputs, tried first for images) is kept: over the second half of the
+    window (the model adapts to shifted images first) the validation loss is below the
+    unrepaired run's, and the report says by how much."""
+    from trainmedic.report.html import render_html
+    from trainmedic.rundir import read_run
+    clean, repaired, run = _clean_and_repaired("overfitting_cnn", tmp_path, capsys, monkeypatch)
+    assert repaired >= clean - 0.1 * abs(clean), (repaired, clean)
+    kept = next(r for r in run["repairs"] if r["outcome"] == "kept")
+    assert kept["remedy"] == "augment_inputs" and kept["val_mean"] < kept["val_mean_unrepaired"], kept
+    first, last = kept["val_epochs"]
+    assert first == last // 2 + 1, kept
+    report, ticks = read_run(str(tmp_path / "run"))
+    html = render_html(report, ticks)
+    assert (f"validation loss {kept['val_mean_unrepaired']:.4g} unrepaired -&gt; {kept['val_mean']:.4g} "
+            f"repaired") in html
+
+
 def test_a_regulariser_that_leaves_the_gap_open_is_not_kept(tmp_path, capsys, monkeypatch):
     """bug_weak_dropout: weight decay 5e-4 under Adam barely regularises, so the train/validation
     gap stays as wide as the unrepaired run's and weight_decay_up fails; dropout 0.5 closes it,

@@ -1,5 +1,5 @@
 """Studies live in a SQLite file by default, in a database URL shared by workers (a real PostgreSQL
-server here), or in a journal file: every trial is recorded once, a killed worker's trial ends
+server here, and a MySQL one: MariaDB), or in a journal file: every trial is recorded once, a killed worker's trial ends
 FAIL and is retried, finished trials survive reopening, and optuna-dashboard shows what
 `trainmedic tune` wrote."""
 
@@ -113,9 +113,9 @@ def test_journal_file_records_trials(tmp_path):
     assert_recorded_once(f"journal:{path}", "j", 3)
 
 
-def test_three_workers_share_a_postgres_study(postgres_url):
-    finish(start_workers(postgres_url, "three", count=3, n_trials=5))
-    assert_recorded_once(postgres_url, "three", 15)
+def test_three_workers_share_a_database_study(database_url):
+    finish(start_workers(database_url, "three", count=3, n_trials=5))
+    assert_recorded_once(database_url, "three", 15)
 
 
 def wait_for_running_trial(study, timeout_s=30.0):
@@ -129,11 +129,11 @@ def wait_for_running_trial(study, timeout_s=30.0):
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # retried_trial_number
-def test_killed_worker_trial_ends_fail_and_is_retried(postgres_url):
-    study = optuna.create_study(study_name="killed", storage=open_storage(postgres_url, "", **HEARTBEAT))
+def test_killed_worker_trial_ends_fail_and_is_retried(database_url):
+    study = optuna.create_study(study_name="killed", storage=open_storage(database_url, "", **HEARTBEAT))
     study.optimize(objective, n_trials=3)
     finished = {t.number: t.value for t in study.trials}
-    [victim] = start_workers(postgres_url, "killed", count=1, n_trials=1, sleep_s=120)
+    [victim] = start_workers(database_url, "killed", count=1, n_trials=1, sleep_s=120)
     try:
         killed = wait_for_running_trial(study)
     finally:

@@ -19,12 +19,12 @@ __all__ = ["CATALOG", "EarlyStopping", "Finding", "Monitor", "Report", "Severity
 
 
 def __getattr__(name: str):
-    """``trainmedic.tune`` (it needs Optuna, the ``tune`` extra), ``trainmedic.augment`` and
-    ``trainmedic.finetune``, imported on first use."""
+    """``trainmedic.tune`` (it needs Optuna, the ``tune`` extra) and the toolbox modules
+    (``augment``, ``finetune``, ``initialize``, ``regularize``), imported on first use."""
     if name == "tune":
         from trainmedic.search import tune
         return tune
-    if name in ("augment", "finetune"):
+    if name in ("augment", "finetune", "initialize", "regularize"):
         import importlib
         return importlib.import_module(f"trainmedic.{name}")
     raise AttributeError(f"module 'trainmedic' has no attribute {name!r}")

@@ -48,6 +48,7 @@ class Hooks:
         self.sampler.on_loss = self.guard.wrap("data checks", self._on_sampled_loss)
         self._sampled_input: Any = None
         self._train_input: Any = None             # the input of the last training forward
+        self.train_input_meta: torch.Tensor | None = None   # ... as a meta tensor: its shape and dtype
         self._probe_input: tuple[torch.nn.Module, Any] | None = None   # (model, batch) to probe
         self._probe_candidate: torch.nn.Module | None = None
         self._scaler_seen = False
@@ -81,7 +82,8 @@ class Hooks:
             self._model_hooks[id(model)] = []
             return
         self._model_hooks[id(model)] = [
-            model.register_forward_pre_hook(self.guard.wrap("activation sampling", self.on_root_pre))]
+            model.register_forward_pre_hook(self.guard.wrap("activation sampling", self._on_root_call),
+                                            with_kwargs=True)]
 
     def _drop_model(self, model: torch.nn.Module) -> None:
         self.models = [m for m in self.models if m is not model]
@@ -161,6 +163,11 @@ class Hooks:
             # the model's first forward here, so the first step is sampled too.
             self.guard.call("activation sampling", self.on_root_pre, module, args)
 
+    def _on_root_call(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        """A watched model's forward: its input is the first positional argument, else the
+        first of INPUT_KEYWORDS it was given (``model(**batch)`` in Hugging Face code)."""
+        self.on_root_pre(module, args if args or not kwargs else keyword_input(kwargs))
+
     def on_root_pre(self, module: torch.nn.Module, _args: Any) -> None:
         if self.sampler.recording:
             self.sampler.end()
@@ -172,6 +179,8 @@ class Hooks:
         training = module.training and torch.is_grad_enabled() and not compiling
         if self.active and training and _args:
             self._train_input = _args[0]
+            if self.train_input_meta is None or self.train_input_meta.shape != getattr(_args[0], "shape", None):
+                self.train_input_meta = _args[0].to("meta") if torch.is_tensor(_args[0]) else None
             self.guard.call("data checks", self.engine.stream.on_train_forward, _args[0])
         if self.active and self.sampler.due and training:
             if self._first_checks_pending and self._first_batch is None and _args:
@@ -446,6 +455,20 @@ class Hooks:
                 f.step = 0
                 self.engine.emit(f)
         self.extra_run_info["first_batch_checks"] = results
+
+
+# The model input among keyword arguments, by the names Hugging Face models use (text, images,
+# audio, precomputed embeddings), then the usual plain names.
+INPUT_KEYWORDS = ("input_ids", "pixel_values", "input_values", "input_features", "inputs_embeds",
+                  "x", "input", "inputs")
+
+
+def keyword_input(kwargs: dict) -> tuple:
+    """``(tensor,)`` for the first of INPUT_KEYWORDS given as a tensor; ``()`` for none."""
+    for key in INPUT_KEYWORDS:
+        if torch.is_tensor(kwargs.get(key)):
+            return (kwargs[key],)
+    return ()
 
 
 def _no_loss(_output: Any, _target: Any) -> None:

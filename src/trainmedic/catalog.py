@@ -87,12 +87,15 @@ _TYPES = [
     FindingType("symmetric_weights", "initialisation", "error", "Weights are symmetric",
                 "Units of a layer with identical (or constant/zero) weights compute the same "
                 "thing and receive the same gradient, so they can never become different.",
-                ("Use random initialisation (PyTorch's defaults, or nn.init.kaiming_normal_ for "
-                 "ReLU, xavier_uniform_ for tanh/sigmoid).",
+                ("Use random initialisation (PyTorch's defaults, or "
+                 "trainmedic.initialize.reinit(model, sample=batch): He for ReLU, Xavier for "
+                 "tanh/sigmoid, per layer).",
                  "Do not initialise weights with constants or zeros (biases may be zero).")),
     FindingType("bad_init_scale", "initialisation", "warning", "Initial weight scale is off",
                 "Activations shrink or blow up layer after layer, so gradients vanish or explode.",
-                ("Use He (Kaiming) init for ReLU layers and Xavier (Glorot) for tanh/sigmoid.",
+                ("Use He (Kaiming) init for ReLU layers and Xavier (Glorot) for tanh/sigmoid: "
+                 "trainmedic.initialize.reinit(model, sample=batch) picks each layer's by the "
+                 "activation it feeds and prints the activation scale through depth before and after.",
                  "Add normalisation layers (BatchNorm/LayerNorm).")),
     FindingType("loss_input_mismatch", "wiring", "error", "The loss does not get what it expects",
                 "CrossEntropyLoss/BCEWithLogitsLoss apply softmax/sigmoid themselves; feeding them "
@@ -172,7 +175,8 @@ _TYPES = [
                 "Layers near the input get gradients orders of magnitude smaller than layers near "
                 "the output, so they barely learn.",
                 ("Use ReLU-family activations instead of sigmoid/tanh in hidden layers.",
-                 "Use He/Xavier initialisation.",
+                 "Use He/Xavier initialisation: trainmedic.initialize.reinit(model, sample=batch) "
+                 "shows the activation scale through depth before and after.",
                  "Add BatchNorm/LayerNorm or residual connections.")),
     FindingType("exploding_gradient", "dynamics", "error", "Gradients explode",
                 "Gradient norms grow by orders of magnitude, so updates become huge.",
@@ -182,11 +186,11 @@ _TYPES = [
     FindingType("dead_relu", "dynamics", "warning", "Many ReLU units are dead",
                 "A ReLU unit that outputs zero for every input gets no gradient and never recovers.",
                 ("Lower the learning rate (dead units often follow large steps).",
-                 "Use He initialisation; reduce weight decay.",
+                 "Use He initialisation (trainmedic.initialize.reinit); reduce weight decay.",
                  "Use LeakyReLU/GELU, or add BatchNorm before the activation.")),
     FindingType("saturated_activation", "dynamics", "warning", "Sigmoid/tanh units are saturated",
                 "Units pinned at the flat ends of sigmoid/tanh pass almost no gradient.",
-                ("Use Xavier initialisation and normalised inputs.",
+                ("Use Xavier initialisation (trainmedic.initialize.reinit) and normalised inputs.",
                  "Add BatchNorm before the activation, or use ReLU-family activations.")),
     FindingType("regularization_dominates", "dynamics", "warning",
                 "Regularisation outweighs the data loss",
@@ -205,6 +209,15 @@ _TYPES = [
                 "Validation loss turns up while training loss keeps falling.",
                 ("Stop early at the best validation epoch.",
                  "Add data augmentation, dropout or weight decay.",
+                 "Augment the training batches with trainmedic.augment (translate, flips where "
+                 "they keep the label, mixup/cutmix); check_label_preservation tells which keep it.",
+                 "Use decoupled weight decay: torch.optim.AdamW(trainmedic.regularize."
+                 "param_groups_without_decay(model, 1e-2)); trainmedic.regularize."
+                 "explain_weight_decay(optimizer) says what your optimizer does now.",
+                 "Add label smoothing (F.cross_entropy(..., label_smoothing=0.1), or "
+                 "trainmedic.regularize.smooth_labels for other losses), stochastic depth "
+                 "(trainmedic.regularize.StochasticDepth) in deep residual nets, or DropConnect "
+                 "(trainmedic.regularize.drop_connect).",
                  "Get more data; as a last resort, use a smaller model.")),
     FindingType("underfitting", "generalisation", "warning", "The model is underfitting",
                 "Training error itself stays high.",
@@ -262,21 +275,22 @@ _NOT_LEARNING = ("label_noise", "params_not_in_optimizer", "frozen_random_layers
                  "target_not_normalized", "input_not_normalized", "class_imbalance")
 
 # consequence -> the findings it can follow from, most likely first. A finding is marked
-# ``caused_by`` the first of its candidates that is active in the same run.
+# ``caused_by`` the first of its candidates that is active in the same run. (``rank_divergence``:
+# one rank's NaN or huge gradient reaches every rank through DDP's all-reduce.)
 CAUSES: dict[str, tuple[str, ...]] = {
-    "nonfinite_loss": ("nonfinite_input", "label_out_of_range", "grads_not_cleared",
+    "nonfinite_loss": ("nonfinite_input", "label_out_of_range", "rank_divergence", "grads_not_cleared",
                        "learning_rate_too_high", "target_not_normalized", "exploding_gradient",
                        "nonfinite_gradient"),
-    "nonfinite_gradient": ("nonfinite_input", "grads_not_cleared", "learning_rate_too_high",
+    "nonfinite_gradient": ("nonfinite_input", "rank_divergence", "grads_not_cleared", "learning_rate_too_high",
                            "target_not_normalized", "exploding_gradient"),
     "loss_diverging": ("grads_not_cleared", "unshuffled_data", "regularization_dominates",
                        "learning_rate_too_high", "target_not_normalized", "exploding_gradient",
                        "nonfinite_input"),
-    "learning_rate_too_high": ("grads_not_cleared", "regularization_dominates"),
+    "learning_rate_too_high": ("grads_not_cleared", "regularization_dominates", "rank_divergence"),
     "loss_oscillating": ("grads_not_cleared", "learning_rate_too_high", "unshuffled_data",
                          "target_not_normalized"),
     "exploding_gradient": ("grads_not_cleared", "target_not_normalized", "input_not_normalized",
-                           "learning_rate_too_high"),
+                           "learning_rate_too_high", "rank_divergence"),
     "dead_relu": ("learning_rate_too_high", "regularization_dominates", "bad_init_scale"),
     "saturated_activation": ("input_not_normalized", "learning_rate_too_high", "bad_init_scale"),
     "constant_predictions": ("input_not_normalized", "loss_input_mismatch", "nonfinite_gradient",

@@ -117,6 +117,7 @@ class RankWatch:
         self.rule = RankDivergence()
         self.own: dict[int, dict[str, Any]] = {}       # rank 0: its summaries by step
         self.peers: dict[int, dict[str, Any]] = {}     # rank 0: each other rank's latest
+        self.closed = False                            # the job's store is gone
 
     def exchange(self, final: bool = False) -> None:
         m = self.monitor
@@ -124,14 +125,24 @@ class RankWatch:
             self.link = RankLink.connect(m.output.name, m.rank)
             if self.link is None:
                 return
-        summary = summarize(m, final)
-        if m.rank != 0:
-            self.link.publish(summary)
+        if self.closed:
             return
+        import torch.distributed as dist
+        summary = summarize(m, final)
+        try:
+            if m.rank != 0:
+                self.link.publish(summary)
+                return
+            peers = self.link.read_final() if final else self.link.read()
+        except dist.DistNetworkError:     # the store closed with its process group (mp.spawn's
+            self.closed = True            # rank 0 hosts it): the summaries read so far stand
+            if m.rank != 0:
+                return
+            peers = {}
         self.own[summary["step"]] = summary
         for step in sorted(self.own)[:-HISTORY]:
             del self.own[step]
-        self.peers.update(self.link.read_final() if final else self.link.read())
+        self.peers.update(peers)
         self._take_findings()
         self._judge()
         assign_causes(list(m.findings.values()))
@@ -195,7 +206,7 @@ def summarize(monitor: "Monitor", final: bool) -> dict[str, Any]:
         "sample_step": sampled["first_step"] if sampled else None,
         "weights": np.asarray(sampled["weight_norm"], np.float32) if sampled else None,
         "shapes": zlib.crc32(repr([i.shape for i in monitor.table.infos]).encode()),
-        "sharded": any(_sharded(p) for p in monitor.table.params),
+        "sharded": monitor.table.sharded or any(_sharded(p) for p in monitor.table.params),
         "ddp": any(_ddp(m) for m in monitor.models),
         "adversarial": run.adversarial,
         "findings": sorted(monitor.findings),

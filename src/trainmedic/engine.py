@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+import numpy as np
+
 from trainmedic._safety import Guard, warn
 from trainmedic.datastream import DataStream
 from trainmedic.distributed import measured_here
@@ -90,13 +92,32 @@ class Engine:
         self.epoch_start = 0                      # validation epochs of earlier segments
         self.controls: list[Any] = []
         self._closed_epochs: list[dict[str, Any]] = []   # not yet seen by the controls
+        self._schedulers: list[Any] | None = None         # the primary optimizer's, once looked up
 
     # -- findings -------------------------------------------------------------------------------
     def emit(self, f: Finding) -> None:
         """Report ``f`` once: keep it and print it, unless its id is already reported."""
         if f.id not in self.findings:
             self.findings[f.id] = f
+            self.guard.call("optimizer advice", self._advise, f)
             self.guard.call("printing findings", self.on_finding, f)
+
+    def _advise(self, f: Finding) -> None:
+        """Put advice for the run's own optimizer and LR schedulers before the finding's generic
+        fixes (:mod:`trainmedic.optim_advice`). The schedulers are looked up once, at the first
+        finding that has such advice (a scan of the referrers of the optimizer)."""
+        from trainmedic.optim_advice import ADVISED, advice_text, advise, describe
+        primary = self.clock.primary
+        if f.id not in ADVISED or primary is None:
+            return
+        opt = self.run.params.optimizers[primary]
+        if self._schedulers is None:
+            from trainmedic.repair.snapshots import find_schedulers
+            self._schedulers = find_schedulers([opt])
+        sizes = self.stream.batch_sizes
+        lines = advice_text(advise(f.id, describe(opt, self._schedulers), f.evidence, step=f.step,
+                                   batch_size=int(np.median(sizes)) if sizes else None))
+        f.fixes = lines + [x for x in f.fixes if x not in lines]
 
     def note(self, finding_id: str, message: str) -> None:
         self.emit(Finding.make(finding_id, message, step=self.clock.step))

@@ -119,7 +119,7 @@ def _select(model: nn.Module, pattern: Pattern | None,
         prefixes = tuple(n + "." for n, _ in children[:depth])
         match = lambda n: n.startswith(prefixes)                     # noqa: E731
     elif pattern is not None:
-        match = _matcher(pattern)
+        match = name_matcher(pattern)
     else:
         match = lambda n: True                                       # noqa: E731
     chosen = [n for n in names if match(n)]
@@ -137,7 +137,8 @@ def _select(model: nn.Module, pattern: Pattern | None,
     return chosen, norms
 
 
-def _matcher(pattern: Pattern) -> Callable[[str], bool]:
+def name_matcher(pattern: Pattern) -> Callable[[str], bool]:
+    """A test of names: a glob string matches whole names, a re.Pattern is searched in them."""
     if isinstance(pattern, re.Pattern):
         return lambda n: pattern.search(n) is not None
     if isinstance(pattern, str):

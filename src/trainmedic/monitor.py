@@ -37,7 +37,7 @@ from trainmedic.findings import Finding, Report
 from trainmedic.goals import Goal
 from trainmedic.history import Tick
 from trainmedic.params import ParamTable
-from trainmedic.ranks import process_rank
+from trainmedic.ranks import group_exists, process_rank
 from trainmedic.quantities.activations import ActivationSampler
 from trainmedic.quantities.gradients import GradNormRecorder, StaleGradCounter
 from trainmedic.quantities.loss import LossRecorder
@@ -83,6 +83,7 @@ class Monitor:
         self.guard = Guard()
         self.table = ParamTable()
         self.rank = process_rank()           # rank 0 prints and writes; the others only measure
+        self._rank_settled = group_exists()  # else the first tick after init_process_group decides
         quiet = self.rank != 0
         self.engine = Engine(self.table, self.clock, self.guard, goal=self.goal,
                              detectors=default_detectors(),
@@ -93,7 +94,7 @@ class Monitor:
         self.grads = GradNormRecorder(self.table, self.clock.window)
         self.loss = LossRecorder(self.clock.window)
         self.stale = StaleGradCounter()
-        self.updates = UpdateSampler()
+        self.updates = UpdateSampler(self.table)
         self.sampler = ActivationSampler(self.guard)
         self.hooks = Hooks(self, discover=discover, first_batch_checks=first_batch_checks)
         self.ranks = RankWatch(self)         # a distributed job: the ranks' summaries compared
@@ -182,6 +183,8 @@ class Monitor:
 
     # -- the schedule ---------------------------------------------------------------------------
     def _tick(self, final: bool = False) -> None:
+        if not self._rank_settled:
+            self.guard.call("distributed statistics", self._settle_rank)
         rows, first = self.clock.take_window()
         self.guard.call("statistics", self._collect, rows, first)
         self.clock.ticked()
@@ -192,6 +195,20 @@ class Monitor:
         if not final:
             self.guard.call("distributed statistics", self.ranks.exchange)
             self.engine.after_tick()
+
+    def _settle_rank(self) -> None:
+        """A process group made after watch() (a worker of ``mp.spawn``, which sets no ``RANK``,
+        watched before its ``init_process_group``) gives the rank at the first tick after it: a
+        rank other than 0 goes quiet then, before it printed or wrote anything."""
+        if not group_exists():
+            return
+        self._rank_settled = True
+        self.rank = process_rank()
+        if self.rank != 0:
+            if self.engine.on_finding is _print_finding:
+                self.engine.on_finding = _silent
+            self.output.files = False
+            self.output.sinks.clear()
 
     def _collect(self, rows: int, first: int) -> None:
         tick = self.hooks.take_tick(rows, first)

@@ -6,15 +6,24 @@ from __future__ import annotations
 import os
 
 
+def group_exists() -> bool:
+    """Whether this process belongs to a torch.distributed process group now."""
+    try:
+        import torch.distributed as dist
+        return bool(dist.is_available() and dist.is_initialized())
+    except Exception:  # noqa: BLE001 - a broken backend is no reason to fail: no group
+        return False
+
+
 def process_rank() -> int:
     """The torch.distributed rank once a process group exists, else the launcher's ``RANK``
     (torchrun sets it before the script runs), else 0."""
-    try:
+    if group_exists():
         import torch.distributed as dist
-        if dist.is_available() and dist.is_initialized():
+        try:
             return int(dist.get_rank())
-    except Exception:  # noqa: BLE001 - a broken backend is no reason to fail: count as rank 0
-        pass
+        except Exception:  # noqa: BLE001 - a broken backend is no reason to fail: rank 0
+            return 0
     try:
         return int(os.environ.get("RANK", "0"))
     except ValueError:

@@ -15,13 +15,13 @@ device; the call draws one seed from it, so the same generator state gives the s
 (on the same device) and torch's global RNG is left as it was. Without one, the draws come
 from torch's global RNG, as ``torch.rand`` does.
 
-The image functions need kornia (``pip install 'trainmedic[augment]'``), imported on first use;
-the others are plain torch.
+The image functions need kornia (``pip install 'trainmedic[augment]'``), imported on first use,
+except ``translate``; the others are plain torch.
 """
 
 from trainmedic.augment.audio import add_noise, freq_mask, speed_perturb, time_mask, time_shift
 from trainmedic.augment.image import (color_jitter, gaussian_noise, hflip, random_erasing, random_resized_crop,
-                                      rotate, vflip)
+                                      rotate, translate, vflip)
 from trainmedic.augment.label_check import LabelPreservation, check_label_preservation
 from trainmedic.augment.mix import cutmix, mixup
 from trainmedic.augment.preview import preview
@@ -29,4 +29,4 @@ from trainmedic.augment.text import drop_tokens, mask_spans, replace_tokens
 
 __all__ = ["LabelPreservation", "add_noise", "check_label_preservation", "color_jitter", "cutmix", "drop_tokens",
            "freq_mask", "gaussian_noise", "hflip", "mask_spans", "mixup", "preview", "random_erasing",
-           "random_resized_crop", "replace_tokens", "rotate", "speed_perturb", "time_mask", "time_shift", "vflip"]
+           "random_resized_crop", "replace_tokens", "rotate", "speed_perturb", "time_mask", "time_shift", "translate", "vflip"]

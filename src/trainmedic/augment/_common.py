@@ -24,7 +24,11 @@ def seeded(generator: torch.Generator | None, device: torch.device) -> Iterator[
     seed = int(torch.randint(2**62, (), generator=generator, device=generator.device))
     accelerator = device.type not in ("cpu", "meta")
     with torch.random.fork_rng(devices=[device] if accelerator else [], device_type=device.type):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
+        if accelerator:          # this device's generator only (torch.manual_seed seeds them all)
+            module = torch.get_device_module(device.type)
+            with module.device(device) if hasattr(module, "device") else contextlib.nullcontext():
+                module.manual_seed(seed)
         yield
 
 

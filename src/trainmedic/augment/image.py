@@ -1,7 +1,7 @@
-"""Image augmentations through kornia (the ``augment`` extra), on a batch ``(B, C, H, W)`` of
-floating-point images (values in [0, 1] for :func:`color_jitter`), on the batch's device, each
-sample drawn independently. ``p``: the probability that a sample is transformed.
-``generator``: see :mod:`trainmedic.augment`."""
+"""Image augmentations through kornia (the ``augment`` extra; :func:`translate` is plain torch),
+on a batch ``(B, C, H, W)`` of floating-point images (values in [0, 1] for :func:`color_jitter`),
+on the batch's device, each sample drawn independently. ``p``: the probability that a sample is
+transformed. ``generator``: see :mod:`trainmedic.augment`."""
 
 from __future__ import annotations
 
@@ -89,3 +89,31 @@ def gaussian_noise(x: torch.Tensor, *, std: float = 0.05, mean: float = 0.0, p: 
     """Add noise drawn from N(mean, std²) to every pixel (not clipped)."""
     std, mean = check_number("std", std, 0), check_number("mean", mean)
     return _apply(x, p, generator, lambda K: K.RandomGaussianNoise(mean=mean, std=std, p=p))
+
+
+def translate(x: torch.Tensor, *, max_shift: "int | float" = 0.125, p: float = 1.0,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """Shift each image by a whole number of pixels, up to ``max_shift`` each way along each axis
+    (an int: pixels; a float in (0, 1): that fraction of the side, at least one pixel), the
+    edge pixels repeated into the space it leaves (so a standardised background stays the
+    background). Plain torch: no kornia needed."""
+    check_tensor("x", x, (4,), IMAGES)
+    check_number("p", p, 0, 1)
+    if isinstance(max_shift, bool) or not isinstance(max_shift, numbers.Real) or max_shift <= 0 \
+            or (not isinstance(max_shift, numbers.Integral) and max_shift >= 1):
+        raise ValueError(f"max_shift={max_shift!r} is not valid; expected a number of pixels (an int >= 1) or a "
+                         f"fraction of the image side (a float in (0, 1))")
+    b, c, h, w = x.shape
+    mh, mw = ((int(max_shift),) * 2 if isinstance(max_shift, numbers.Integral) else
+              (max(1, round(max_shift * h)), max(1, round(max_shift * w))))
+    with seeded(generator, x.device):
+        dy = torch.randint(-mh, mh + 1, (b,), device=x.device)
+        dx = torch.randint(-mw, mw + 1, (b,), device=x.device)
+        keep = torch.rand(b, device=x.device) >= p
+    dy, dx = dy.masked_fill(keep, 0), dx.masked_fill(keep, 0)
+    padded = torch.nn.functional.pad(x, (mw, mw, mh, mh), mode="replicate")
+    rows = (mh - dy)[:, None] + torch.arange(h, device=x.device)            # (B, H)
+    cols = (mw - dx)[:, None] + torch.arange(w, device=x.device)            # (B, W)
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    chan = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]

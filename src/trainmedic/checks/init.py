@@ -113,7 +113,7 @@ def _values(w: torch.Tensor, dtype=torch.float32, limit: int = 1 << 16) -> torch
     return a.to("cpu", dtype)
 
 
-def _uniform_default(w: torch.Tensor, bound: float) -> bool:
+def uniform_draw(w: torch.Tensor, bound: float) -> bool:
     """Values drawn from U(-bound, bound) and never moved: all inside the bound, std at
     bound/sqrt(3), and flat (a trained weight spreads past the bound and grows tails)."""
     a = _values(w)
@@ -123,6 +123,14 @@ def _uniform_default(w: torch.Tensor, bound: float) -> bool:
     std = float(a.std())
     share = float((a.abs() <= bound / 2).float().mean())          # 0.5 for a uniform draw
     return inside and abs(std / (bound / math.sqrt(3)) - 1) < 0.1 and abs(share - 0.5) < 0.05
+
+
+def truncated_normal_draw(w: torch.Tensor, std: float, cut: float) -> bool:
+    """Values drawn from a normal cut at +-``cut`` whose std is ``std``, never moved: all inside
+    the cut, the std within 10%."""
+    a = _values(w)
+    return (a.numel() >= 64 and float(a.abs().max()) <= cut * (1 + 1e-5)
+            and abs(float(a.std()) / std - 1) < 0.1)
 
 
 def _gaussian_default(w: torch.Tensor, fan_in: int, fan_out: int) -> bool:
@@ -143,7 +151,7 @@ def looks_untrained(m: nn.Module) -> bool:
     """Whether a layer's weights still look like a fresh draw of a standard initialisation."""
     w = getattr(m, "weight", None)
     if isinstance(m, (nn.RNNBase,)):
-        return all(_uniform_default(p, 1 / math.sqrt(m.hidden_size)) for n, p in m.named_parameters()
+        return all(uniform_draw(p, 1 / math.sqrt(m.hidden_size)) for n, p in m.named_parameters()
                    if n.startswith("weight"))
     if not isinstance(w, torch.Tensor) or w.dim() < 2:
         return False
@@ -151,7 +159,7 @@ def looks_untrained(m: nn.Module) -> bool:
     fan_out = w.shape[0] * (w[0, 0].numel() if w.dim() > 2 else 1)
     if isinstance(m, nn.Embedding):
         return _gaussian_default(w, fan_in, fan_out)
-    return _uniform_default(w, 1 / math.sqrt(fan_in)) or _gaussian_default(w, fan_in, fan_out)
+    return uniform_draw(w, 1 / math.sqrt(fan_in)) or _gaussian_default(w, fan_in, fan_out)
 
 
 def frozen_random_finding(models: "list[nn.Module]") -> "list[Finding] | None":
@@ -164,13 +172,20 @@ def frozen_random_finding(models: "list[nn.Module]") -> "list[Finding] | None":
             own = list(m.parameters(recurse=False))
             if own and not any(p.requires_grad for p in own) and looks_untrained(m):
                 frozen.append((name or type(model).__name__, sum(p.numel() for p in own)))
+    return frozen_finding(frozen, trainable)
+
+
+def frozen_finding(frozen: "list[tuple[str, int]]", trainable: int,
+                   how: str = "requires_grad=False") -> "list[Finding] | None":
+    """``frozen_random_layers`` for these (layer name, values) frozen at a random draw, when
+    ``trainable`` values of the model still learn."""
     if not frozen or not trainable:
         return None
     names = [n for n, _ in frozen]
     values = sum(k for _, k in frozen)
     return [Finding.make(
         "frozen_random_layers",
-        f"{len(frozen)} layers are frozen (requires_grad=False) with weights that still look like a "
+        f"{len(frozen)} layers are frozen ({how}) with weights that still look like a "
         f"fresh random initialisation ({values} values): {', '.join(names[:6])}"
         + (f" and {len(names) - 6} more" if len(names) > 6 else "") + ". They compute random "
         f"features; only the {trainable} trainable values after them learn.",

@@ -21,10 +21,12 @@ The compiled loss's ``from_logits`` is compared with the model's output activati
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable
 
 import torch
 
+from trainmedic.checks.init import frozen_finding, truncated_normal_draw, uniform_draw
 from trainmedic.findings import Finding
 from trainmedic.integrations import Watcher, require, val_metrics
 
@@ -36,6 +38,7 @@ except ImportError as exc:
     raise ImportError(f"trainmedic's keras integration needs Keras on the torch backend: set "
                       f"KERAS_BACKEND=torch before keras is imported ({exc.__cause__})") from exc
 
+TRUNCATED_STD = 0.87962566103423978   # std of N(0, 1) cut at +-2, as Keras's truncated normal is
 # Keras class names that differ from the torch names the learning-rate detectors know.
 TORCH_NAMES = {"Nadam": "NAdam"}
 
@@ -99,6 +102,9 @@ class TrainmedicCallback(Watcher, keras.callbacks.Callback):
         mismatch = monitor.guard.call("loss-input checks", loss_mismatch, model)
         if mismatch is not None:
             monitor.engine.emit(mismatch)
+        monitor.engine.stream.decided.add("frozen_random_layers")       # decided here, by Keras's rules
+        for f in monitor.guard.call("frozen-layer check", frozen_random, model) or []:
+            monitor.engine.emit(f)
         limit = unmeasurable(model)
         if limit is not None:
             monitor.engine.note("monitoring_limited", limit)
@@ -171,6 +177,41 @@ def name_layers(monitor: Any, model: Any) -> None:
     for layer in model._flatten_layers(include_self=False):
         monitor.sampler.name_layer(layer, (layer.path or layer.name).removeprefix(prefix).replace("/", "."),
                                    bool(layer._trainable_variables or layer._non_trainable_variables))
+
+
+def frozen_random(model: Any) -> list[Finding] | None:
+    """``frozen_random_layers`` for the layers set ``trainable=False`` whose kernel still looks
+    like a fresh draw of the layer's own initializer (Keras's Glorot-uniform default is not
+    torch's, so the generic check would not know it)."""
+    frozen = []
+    for layer in model._flatten_layers(include_self=False):
+        name = "kernel" if hasattr(layer, "kernel_initializer") else "embeddings"
+        kernel, init = getattr(layer, name, None), getattr(layer, f"{name}_initializer", None)
+        if layer.trainable or kernel is None or not _fresh_draw(kernel.value, init):
+            continue
+        frozen.append((layer.name, sum(int(math.prod(v.shape)) for v in layer.weights)))
+    trainable = sum(int(math.prod(v.shape)) for v in model.trainable_weights)
+    return frozen_finding(frozen, trainable, how="trainable=False")
+
+
+def _fresh_draw(w: torch.Tensor, init: Any) -> bool:
+    """Whether ``w`` looks like an unmoved draw of ``init`` (a symmetric uniform, or a variance
+    scaling with Keras's fan convention: the last axis is the output, the one before it the
+    input, the rest the receptive field)."""
+    shape = tuple(w.shape)
+    if isinstance(init, keras.initializers.RandomUniform) and init.minval == -init.maxval:
+        return uniform_draw(w, init.maxval)
+    if not isinstance(init, keras.initializers.VarianceScaling) or len(shape) < 2:
+        return False
+    receptive = math.prod(shape[:-2])
+    fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+    n = {"fan_in": fan_in, "fan_out": fan_out}.get(init.mode, (fan_in + fan_out) / 2)
+    std = math.sqrt(init.scale / max(n, 1))
+    if init.distribution == "uniform":
+        return uniform_draw(w, std * math.sqrt(3))
+    if init.distribution == "truncated_normal":         # cut at 2 of the untruncated stds
+        return truncated_normal_draw(w, std, std / TRUNCATED_STD * 2)
+    return False
 
 
 def unmeasurable(model: Any) -> str | None:

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 
+from trainmedic.params import user_name
+
 _RELU = (F.relu, torch.relu, torch.relu_, F.relu6, torch.Tensor.relu, torch.Tensor.relu_)
 _SIGMOID = (F.sigmoid, torch.sigmoid, torch.sigmoid_, torch.Tensor.sigmoid, torch.Tensor.sigmoid_)
 _TANH = (F.tanh, torch.tanh, torch.tanh_, torch.Tensor.tanh, torch.Tensor.tanh_)
@@ -113,7 +115,8 @@ class ActivationSampler:
     def name_modules(self, root: torch.nn.Module, prefix: str = "") -> None:
         top = prefix.rstrip(".") or type(root).__name__
         for name, m in root.named_modules():
-            self.names[id(m)] = (prefix + name) if name else top
+            own = user_name(name, root)        # wrappers' path components left out
+            self.names[id(m)] = (prefix + own) if own else top
 
     def name_layer(self, module: Any, name: str, has_params: bool) -> None:
         """Name a layer that is not a torch submodule of the root (Keras layers), and say whether

@@ -1,12 +1,18 @@
 """Per-step gradient norms for every watched parameter (one foreach kernel per optimizer step)
-and probes that tell whether gradients were cleared between optimizer steps."""
+and probes that tell whether gradients were cleared between optimizer steps.
+
+A sharded parameter's gradient (FSDP2's DTensor, FSDP's flat piece) is measured on the shard
+this rank holds (its local tensor, no communication) and stated on the whole parameter's scale:
+shard norm x sqrt(parameter size / shard size) (``trainmedic.params.SHARDED_NOTE``)."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
 
-from trainmedic.params import ParamTable
+from trainmedic.params import ParamTable, local_view
 
 ABSENT = -1.0
 
@@ -20,15 +26,22 @@ class GradNormRecorder:
         self.table = table
         self.every = every
         self.buf: torch.Tensor | None = None
-        self._index: dict[tuple[int, ...], tuple[torch.Tensor, torch.dtype | None]] = {}
+        # per set of parameters with a gradient: (their indices, the norm's accumulation dtype,
+        # the sharded ones' scale to the whole parameter or None)
+        self._index: dict[tuple[int, ...], tuple[torch.Tensor, torch.dtype | None, torch.Tensor | None]] = {}
 
     def record(self, params: list[torch.Tensor], indices: "list[int] | range", slot: int) -> bool:
         """Norms of the dense gradients of ``params`` (table ``indices``) for row ``slot``,
-        without a host sync. Returns whether any parameter had a gradient."""
+        without a host sync. Returns whether any parameter had a gradient. Sharded
+        parameters: the local shard's gradient (a rank holding none of a parameter measures
+        nothing for it)."""
         grads = [p.grad for p in params]
+        if self.table.sharded:
+            grads = [None if gr is None else _local_or_none(gr) for gr in grads]
         keep = [j for j, gr in enumerate(grads) if gr is not None and not gr.is_sparse]
         if not keep:
-            return any(gr is not None for gr in grads)
+            return any(p.grad is not None for p in params) if self.table.sharded else \
+                any(gr is not None for gr in grads)
         if len(keep) == len(grads):
             sel = tuple(indices)
         else:
@@ -40,15 +53,29 @@ class GradNormRecorder:
             # float32 accumulation for half precision: fp16 norms overflow at 65504 long before
             # the gradient does (float64 and complex gradients keep their own precision)
             half = all(gr.dtype in (torch.float16, torch.bfloat16, torch.float32) for gr in grads)
-            cached = self._index[sel] = (torch.tensor(sel), torch.float32 if half else None)
-        idx, dtype = cached
+            cached = self._index[sel] = (torch.tensor(sel), torch.float32 if half else None,
+                                         self._scale(sel, grads))
+        idx, dtype, scale = cached
         norms = torch.stack(torch._foreach_norm(grads, 2, dtype=dtype) if dtype else torch._foreach_norm(grads))
         buf = self._buffer(norms.device)
-        if idx.device != buf.device:
+        if idx.device != buf.device or (scale is not None and scale.device != norms.device):
             idx = idx.to(buf.device)
-            self._index[sel] = (idx, dtype)
+            scale = None if scale is None else scale.to(norms.device)
+            self._index[sel] = (idx, dtype, scale)
+        if scale is not None:
+            norms = norms * scale
         buf[slot].index_copy_(0, idx, norms.to(buf.device, torch.float32))
         return True
+
+    def _scale(self, sel: tuple[int, ...], grads: list[torch.Tensor]) -> torch.Tensor | None:
+        """sqrt(parameter size / shard size) per gradient (local shards of sharded
+        parameters), None when every gradient is whole."""
+        if not self.table.sharded:
+            return None
+        infos = self.table.infos
+        scale = [shard_scale(infos[i].numel, gr.numel()) if infos[i].sharded else 1.0
+                 for i, gr in zip(sel, grads)]
+        return None if all(s == 1.0 for s in scale) else torch.tensor(scale, dtype=torch.float32)
 
     def _buffer(self, device: torch.device) -> torch.Tensor:
         """The window buffer, on the first gradients' device, grown when parameters were
@@ -71,6 +98,18 @@ class GradNormRecorder:
             out[:, :w] = host[:, :w]
             self.buf.fill_(ABSENT)
         return out
+
+
+def shard_scale(whole: int, local: int) -> float:
+    """The factor that states a norm taken on ``local`` of a parameter's ``whole`` elements on
+    the whole parameter's scale: sqrt(whole / local) (sqrt(whole) x the shard's RMS)."""
+    return math.sqrt(whole / local) if local else float("nan")
+
+
+def _local_or_none(t: torch.Tensor) -> torch.Tensor | None:
+    """This rank's shard of ``t``; None when it holds no element of it."""
+    t = local_view(t)
+    return t if t.numel() else None
 
 
 class StaleGradProbe:
@@ -97,6 +136,10 @@ class StaleGradProbe:
         if g is None:
             self.cleared = True
         elif not self.cleared and not g.is_sparse:
+            g = local_view(g)                     # a shard: its own elements, no communication
+            if not g.numel():                     # none here: no verdict of staleness
+                self.cleared = True
+                return
             z = g.detach().abs().amax() == 0
             self.zero = z if self.zero is None else self.zero | z
 

@@ -16,7 +16,8 @@ After every tick (between two optimizer steps) the monitor calls :meth:`after_ti
   ``_verify_val``: the train/validation gap must close, the validation loss must not get worse),
   with ticks every ``every`` steps while they wait, so the verdict comes at the epoch that
   decides it. A remedy
-  that fails is undone and the next one is tried (at most ``max_attempts`` per finding). When
+  that fails is undone and the next one is tried (at most ``max_attempts`` per finding, not
+  counting those that do not apply). When
   every attempt failed, the user's settings are restored, the run goes back to the snapshot and
   goes on as the user wrote it.
 
@@ -259,19 +260,23 @@ class RepairController:
 
     def _attempt(self, finding: Any, targets: list[str]) -> None:
         m = self.monitor
-        n = len(self._records(finding.id))                          # remedies tried or skipped
-        applied = sum(r["outcome"] != "skipped" for r in self._records(finding.id))
+        records = self._records(finding.id)
+        n = len(records)                                            # remedies tried or skipped
+        rolled_back = any(r["outcome"] != "skipped" for r in records)
+        # each remedy that applied and failed sends the next one a snapshot further back (the
+        # newest may already hold the fault); one that did not apply says nothing of it
+        applied = sum(r["outcome"] not in ("skipped", "not applicable") for r in records)
         if finding.id not in self._orders:
             from trainmedic.detectors.learning_rate import adaptive
             self._orders[finding.id] = _order.arranged(self.order[finding.id], step=m.step,
                                                        adaptive=adaptive(m.run))
-        order = self._orders[finding.id][:self.max_attempts]
+        order = self._orders[finding.id]
         snap = self.ring.back(applied)
-        if n >= len(order) or snap is None:
+        if n >= len(order) or applied >= self.max_attempts or snap is None:
             why = ("no healthy snapshot to roll back to" if snap is None else
-                   f"{n} remedies tried, none verified" if applied else
+                   f"{n} remedies tried, none verified" if rolled_back else
                    "each of its remedies would undo a kept one")
-            self._give_up(finding, targets, why, rolled_back=applied > 0)
+            self._give_up(finding, targets, why, rolled_back=rolled_back)
             return
         remedy = _order.make(order[n])
         undone = self._undoes(remedy)
@@ -292,14 +297,15 @@ class RepairController:
         # distance is the bar (the run as it was before this finding's first rollback, not a
         # failed attempt's)
         steps, vals = self._unrepaired.setdefault(finding.id, (m.run.loss_steps.copy(), [
-            (e.get("step", 0), e.get("val_loss"), e.get("train_loss")) for e in m.validation.epochs]))
+            (e.get("step", 0), e.get("val_loss"), e.get("train_loss"), e.get("val_acc"))
+            for e in m.validation.epochs]))
         unrepaired = steps[steps[:, 0] > snap.step].copy() if back else None
         if unrepaired is not None:
             unrepaired[:, 0] -= snap.step
         self._current = {"finding": finding.id, "remedy": remedy, "record": record, "snap": snap,
                          "start_step": m.step, "start_tick": self._ticks, "targets": list(targets),
                          "unrepaired": unrepaired, "ramp_tick": None,
-                         "unrepaired_epochs": [(v, t) for s, v, t in vals if s > snap.step and v is not None] if back else []}
+                         "unrepaired_epochs": [(v, t, a) for s, v, t, a in vals if s > snap.step and v is not None] if back else []}
         if back:
             self._restore(snap)
         else:                  # the detectors judge what happens from now on
@@ -319,6 +325,8 @@ class RepairController:
             record["outcome"], record["reason"] = "not applicable", str(exc)
             self._attempt(finding, targets)
             return
+        if remedy.new_objective:           # the snapshot's loss is no start for the new loss
+            m.run.initial_hint = None
         record["description"] = remedy.description
         _say(f"{finding.id} at step {m.step}: {where}, trying {remedy.id} ({remedy.description}), "
              f"attempt {n + 1}/{len(order)}")
@@ -370,28 +378,38 @@ class RepairController:
         (at least VAL_EPOCHS, at most VAL_WINDOW; checked at ticks, so possibly more): the
         train/validation gap of its last epochs must have closed to at most GAP_KEPT of the
         unrepaired run's, without a validation loss worse than the unrepaired run's (mean over
-        the window, VAL_TOLERANCE for noise). A regulariser slows the rise of the validation loss
+        the window, or its second half for a remedy with a ``new_objective``; VAL_TOLERANCE
+        for noise). A regulariser slows the rise of the validation loss
         rather than undoing it, and a rerun differs from the unrepaired run by noise (the batch
         order changes after a rollback), so the validation loss alone keeps no-ops or rejects
         good remedies; the gap is what a regulariser acts on and what a no-op leaves as it was.
         With no unrepaired epochs to compare, the best new epoch must reach the best validation
         loss at the snapshot."""
         epochs = self.monitor.validation.epochs[cur["epochs"]:]
-        new = [(e.get("val_loss"), e.get("train_loss")) for e in epochs if e.get("val_loss") is not None]
+        new = [(e.get("val_loss"), e.get("train_loss"), e.get("val_acc")) for e in epochs
+               if e.get("val_loss") is not None]
         ref = cur["unrepaired_epochs"][:VAL_WINDOW]
         if len(new) < max(VAL_EPOCHS, len(ref)):
             return
         record, bar = cur["record"], cur["best_val"]
         record["val_loss_before"] = bar
-        record["val_loss_after"] = min(v for v, _ in new)
+        record["val_loss_after"] = min(e[0] for e in new)
         k = len(ref)
         gap, gap_ref = _gap(new[:k]), _gap(ref)
         if gap is not None and gap_ref is not None and gap_ref > 0:
-            val = float(np.mean([v for v, _ in new[:k]]))
-            val_ref = float(np.mean([v for v, _ in ref]))
-            record.update(val_gap=gap, val_gap_unrepaired=gap_ref, val_mean=val, val_mean_unrepaired=val_ref)
+            # a remedy that changes what the model is trained on (augmentation) first costs
+            # validation loss while the model adapts: its mean is taken over the window's second half
+            settled = k // 2 if cur["remedy"].new_objective else 0
+            val = float(np.mean([e[0] for e in new[settled:k]]))
+            val_ref = float(np.mean([e[0] for e in ref[settled:]]))
+            record.update(val_gap=gap, val_gap_unrepaired=gap_ref, val_mean=val, val_mean_unrepaired=val_ref,
+                          val_epochs=[settled + 1, k])
+            accs, accs_ref = [e[2] for e in new[settled:k]], [e[2] for e in ref[settled:]]
+            if all(isinstance(a, (int, float)) for a in accs + accs_ref):
+                record.update(val_acc_mean=float(np.mean(accs)), val_acc_mean_unrepaired=float(np.mean(accs_ref)))
             seen = (f"after {k} epochs the train/validation gap is {_g(gap)} (unrepaired run: "
-                    f"{_g(gap_ref)}), the mean validation loss {_g(val)} (unrepaired: {_g(val_ref)})")
+                    f"{_g(gap_ref)}), the mean validation loss {_g(val)} (unrepaired: {_g(val_ref)})"
+                    + (f" over epochs {settled + 1}-{k}" if settled else ""))
             if gap > GAP_KEPT * gap_ref:
                 self._fail(seen + f": the gap did not close to {GAP_KEPT:.0%} of the unrepaired run's")
             elif val > (1 + VAL_TOLERANCE) * val_ref:
@@ -505,9 +523,10 @@ class RepairController:
              f"{exc}); the remedy being tried was undone, training goes on unrepaired")
 
 
-def _gap(epochs: list[tuple[float, float | None]]) -> float | None:
-    """Mean validation-minus-training loss of the last (up to) three epochs with both."""
-    gaps = [v - t for v, t in epochs if t is not None and math.isfinite(v) and math.isfinite(t)][-3:]
+def _gap(epochs: list[tuple[float, float | None, Any]]) -> float | None:
+    """Mean validation-minus-training loss of the last (up to) three epochs with both
+    (epochs: (validation loss, training loss, validation accuracy))."""
+    gaps = [v - t for v, t, _ in epochs if t is not None and math.isfinite(v) and math.isfinite(t)][-3:]
     return float(np.mean(gaps)) if gaps else None
 
 

@@ -12,13 +12,6 @@ from torch.overrides import TorchFunctionMode
 from trainmedic.repair.remedies import NotApplicable, RepairContext, Remedy
 
 _LAYERS = (torch.nn.Linear, torch.nn.modules.conv._ConvNd)
-_SATURATING = (torch.nn.Tanh, torch.nn.Sigmoid, torch.nn.Hardtanh, torch.nn.Softsign)
-
-
-def _uses_saturating(model: torch.nn.Module) -> bool:
-    return any(isinstance(m, _SATURATING) for m in model.modules()) and not any(
-        isinstance(m, (torch.nn.ReLU, torch.nn.LeakyReLU, torch.nn.GELU, torch.nn.SiLU))
-        for m in model.modules())
 
 
 def _symmetric(weight: torch.Tensor) -> bool:
@@ -29,40 +22,41 @@ def _symmetric(weight: torch.Tensor) -> bool:
 
 class ReinitLayers(Remedy):
     """Re-initialise the Linear/Conv layers whose units are symmetric (constant weights), or all
-    of them when ``only_symmetric`` is off: He (kaiming-normal, fan-in) for ReLU networks, Xavier
-    for tanh/sigmoid networks; biases to zero. The optimizer's state for those parameters is
-    dropped (their momentum belonged to the old weights)."""
+    of them when ``only_symmetric`` is off, each by the activation its output feeds as
+    :mod:`trainmedic.initialize` finds it without an input batch (registration order): He for
+    the ReLU family, Xavier for tanh/sigmoid, LeCun for SELU and for layers that feed no
+    activation; biases to zero. Frozen layers are left alone. The optimizer's state for those
+    parameters is dropped (their momentum belonged to the old weights)."""
 
     id = "reinit_layers"
     cost = "cheap"
 
     def __init__(self, only_symmetric: bool = True) -> None:
         self.only_symmetric = only_symmetric
-        self.description = ("re-initialise the symmetric (constant) layers, He or Xavier by activation"
-                            if only_symmetric else "re-initialise every Linear/Conv layer, He or Xavier by activation")
+        self.description = ("re-initialise the symmetric (constant) layers, He/Xavier/LeCun by activation"
+                            if only_symmetric else
+                            "re-initialise every Linear/Conv layer, He/Xavier/LeCun by activation")
         self._saved: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def apply(self, ctx: RepairContext) -> None:
+        from trainmedic import initialize
         self._saved = []
         for model in ctx.models:
-            xavier = _uses_saturating(model)
-            for m in model.modules():
-                if not isinstance(m, _LAYERS) or not isinstance(getattr(m, "weight", None), torch.Tensor):
+            plan = {li.name: li for li in initialize.plan(model)}
+            for name, m in model.named_modules():
+                li = plan.get(name)
+                if (li is None or li.skipped or not isinstance(m, _LAYERS)
+                        or not isinstance(getattr(m, "weight", None), torch.Tensor)):
                     continue
                 if self.only_symmetric and not _symmetric(m.weight):
                     continue
                 with torch.no_grad():
                     for p in (m.weight, m.bias):
-                        if p is not None:
+                        if p is not None and p.requires_grad:
                             self._saved.append((p, p.detach().clone()))
                             for opt in ctx.monitor.table.optimizers:
                                 opt.state.pop(p, None)
-                    if xavier:
-                        torch.nn.init.xavier_uniform_(m.weight)
-                    else:
-                        torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                    if m.bias is not None:
-                        m.bias.zero_()
+                initialize.init_layer(m, li.scheme, li.activation, slope=li.slope)
         if not self._saved:
             raise NotApplicable("no symmetric Linear/Conv layer to re-initialise")
 

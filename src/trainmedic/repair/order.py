@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from trainmedic.repair import input_remedies as I
 from trainmedic.repair import loss_remedies as L
 from trainmedic.repair import model_remedies as M
 from trainmedic.repair import remedies as R
@@ -33,6 +34,7 @@ REMEDIES: dict[str, Callable[[], R.Remedy]] = {
     "reinit_all_layers": lambda: M.ReinitLayers(only_symmetric=False),
     "leaky_relu": M.LeakyRelu,
     "dropout_up": M.RaiseDropout,
+    "augment_inputs": I.AugmentInputs,
     "eval_mode_for_evaluation": M.EvalModeForEvaluation,
     "train_mode_for_training": M.TrainModeForTraining,
     "normalize_inputs": M.NormalizeInputs,
@@ -64,7 +66,8 @@ ORDER: dict[str, list[str]] = {
     "input_not_normalized": ["normalize_inputs"],
     "class_imbalance": ["class_weights"],
     # generalisation
-    "overfitting": ["weight_decay_up", "dropout_up", "early_stopping"],
+    # more data first, as the troubleshooting guide puts it (images only: the others skip it)
+    "overfitting": ["augment_inputs", "weight_decay_up", "dropout_up", "early_stopping"],
 }
 
 # Remedies that go first, wherever ORDER lists them, when the finding is answered within the

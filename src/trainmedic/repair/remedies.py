@@ -47,6 +47,8 @@ class Remedy:
     rollback: bool = True                        # go back to a snapshot before applying
     from_start: bool = True                      # meaningful from step 0 (a `trainmedic fix` candidate)
     ramp_steps: int = 0                          # steps before it takes full effect (a warmup)
+    new_objective: bool = False                  # the training loss measures another thing after it
+                                                 # (augmented inputs): its start is its first steps
 
     @property
     def moves(self) -> tuple[str, int] | None:

@@ -20,6 +20,7 @@ from trainmedic._safety import Guard
 from trainmedic.findings import Report
 from trainmedic.goals import Goal, assess
 from trainmedic.history import RunState, Tick
+from trainmedic.params import SHARDED_NOTE
 from trainmedic.rundir import RunDirectory, tick_line
 from trainmedic.validation import ValidationTracker
 
@@ -93,10 +94,12 @@ def run_info(monitor: "Monitor") -> dict[str, Any]:
             "every": monitor.clock.every, "torch": torch.__version__,
             "models": [type(m).__name__ for m in monitor.models],
             "optimizers": [type(o).__name__ for o in monitor.table.optimizers],
-            "parameters": int(sum(p.numel() for p in monitor.table.params)),
+            "parameters": int(sum(i.numel if i.sharded else p.numel()
+                                  for i, p in zip(monitor.table.infos, monitor.table.params))),
             "disabled": dict(monitor.guard.disabled), "argv": list(sys.argv), "rank": monitor.rank,
             **generalisation_info(monitor.validation, monitor.goal),
             **(monitor.guard.call("distributed statistics", monitor.ranks.run_info) or {}),
+            **({"sharded_statistics": SHARDED_NOTE} if monitor.table.sharded else {}),
             **monitor.extra_run_info}
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from trainmedic.catalog import CATALOG
 from trainmedic.findings import Report, _jsonable, write_atomic
 from trainmedic.report import plots
+from trainmedic.report.terminal import validation_gain
 
 
 def render_html(report: Report, ticks: list[dict[str, Any]]) -> str:
@@ -45,6 +46,8 @@ def render_html(report: Report, ticks: list[dict[str, Any]]) -> str:
     findings = [dict(f, evidence_json=json.dumps(_jsonable(f["evidence"]), indent=1)[:4000],
                      why=CATALOG[f["id"]].why if f["id"] in CATALOG else "")
                 for f in data["findings"]]
+    for r in run.get("repairs") or []:
+        r["validation_gain"] = validation_gain(r)
     checks = run.get("checks") or run.get("first_batch_checks") or []
     return env.get_template("report.html.j2").render(
         run=run, findings=findings, sections=sections, late_sections=late, checks=checks,

@@ -21,7 +21,7 @@ EXPECTED = ("expected sqlite:///PATH, postgresql://USER@HOST/DB, mysql://USER@HO
 SQLITE_TIMEOUT_S = 60
 OPEN_ATTEMPTS = 4
 _DRIVER_HINTS = {"postgresql": "pip install 'trainmedic[tune]' (it brings psycopg2-binary)",
-                 "mysql": "pip install pymysql and write the URL as mysql+pymysql://..."}
+                 "mysql": "pip install 'trainmedic[tune]' (it brings PyMySQL)"}
 
 
 def open_storage(url: str | None, default_path: str, *, heartbeat_interval: int = 10, grace_period: int = 30,
@@ -76,11 +76,13 @@ def _rdb(url: str, dialect: str, heartbeat_interval: int, grace_period: int, max
 
 
 def _with_driver(url: str) -> str:
-    """A bare postgresql:// means psycopg 3 to SQLAlchemy 2.1 (psycopg2 to 2.0); the tune extra
-    installs psycopg2, so name it where it is installed."""
-    bare = "postgresql://"
-    if url.startswith(bare) and importlib.util.find_spec("psycopg2") is not None:
-        return "postgresql+psycopg2://" + url[len(bare):]
+    """A bare postgresql:// means psycopg 3 to SQLAlchemy 2.1 (psycopg2 to 2.0) and a bare
+    mysql:// means mysqlclient; the tune extra installs psycopg2 and PyMySQL (pure Python), so
+    name them where they are installed."""
+    for bare, module, driver in (("postgresql://", "psycopg2", "postgresql+psycopg2://"),
+                                 ("mysql://", "pymysql", "mysql+pymysql://")):
+        if url.startswith(bare) and importlib.util.find_spec(module) is not None:
+            return driver + url[len(bare):]
     return url
 
 
