@@ -126,9 +126,10 @@ def test_translate_shifts_each_image_by_whole_pixels_and_repeats_the_edges():
         shifts.append(found[0])
     dy, dx = map(torch.tensor, zip(*shifts))
     assert dy.unique().numel() > 1 and dx.unique().numel() > 1          # drawn per sample
-    i = next(k for k, (a, b) in enumerate(shifts) if a > 0)
-    assert torch.equal(out[i, :, :shifts[i][0]], x[i, :, :1].expand(-1, shifts[i][0], -1).roll(shifts[i][1], -1)
-                       if shifts[i][1] == 0 else out[i, :, :shifts[i][0]])   # the top edge row repeated
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="replicate")
+    for i, (a, b) in enumerate(shifts):       # the whole image, the edge pixels repeated included
+        assert torch.equal(out[i], padded[i, :, 2 - a:14 - a, 2 - b:14 - b]), i
+    assert any(a != 0 and b != 0 for a, b in shifts)
     assert torch.equal(A.translate(x, p=0.0), x)
     one = A.translate(torch.zeros(64, 1, 8, 8).index_fill_(3, torch.tensor([3]), 1.0), max_shift=0.125,
                       generator=gen())

@@ -47,8 +47,8 @@ def train(case, out=None):
     torch.manual_seed(0)
     onerow = case == "onerow"                      # a 1-row head: rank 1 holds none of it
     net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 1 if onerow else 4))
-    if case == "fsdp1":
-        model = FullyShardedDataParallel(net, use_orig_params=True, device_id=torch.device("cpu"),
+    if case in ("fsdp1", "fsdp1flat"):
+        model = FullyShardedDataParallel(net, use_orig_params=case == "fsdp1", device_id=torch.device("cpu"),
                                          auto_wrap_policy=ModuleWrapPolicy({nn.Linear}))
     else:
         for layer in (net[0], net[2]):
@@ -119,7 +119,7 @@ for case in sys.argv[2].split(","):
     say(case, "NAMES", [i.name for i in monitor.table.infos])
     say(case, "STATS", stats(monitor))
     say(case, "WARNED", warned)
-    if case in ("fsdp2", "fsdp1"):                       # the same numbers without trainmedic
+    if case in ("fsdp2", "fsdp1", "fsdp1flat"):          # the same numbers without trainmedic
         plain, _, _ = train(case)
         same = all(torch.equal(local(a), local(b)) for a, b in zip(net.parameters(), plain.parameters()))
         say(case, "IDENTICAL", same)
@@ -128,7 +128,7 @@ dist.barrier()
 dist.destroy_process_group()
 '''
 
-CASES = ["fsdp2", "lr30", "onerow", "fsdp1"]
+CASES = ["fsdp2", "lr30", "onerow", "fsdp1", "fsdp1flat"]
 NAMES = str(["0.weight", "0.bias", "2.weight", "2.bias"])
 
 # torch 2.13's gloo can abort a rank as the process exits (see tests/test_distributed.py): such a
@@ -188,6 +188,19 @@ def test_a_healthy_sharded_job_is_measured_silent_and_unchanged(job, case):
                        "2.bias": expected[rank]}, (rank, got)
     assert set(ticks[-1]["layers"]) == {"0", "2"}
     assert all({"grad", "update"} <= set(v) for v in ticks[-1]["layers"].values())
+
+
+@needs_gloo
+def test_fsdp_flat_parameters_are_measured_per_unit_silently_and_unchanged(job):
+    """FullyShardedDataParallel(use_orig_params=False): each unit's one flat parameter, named
+    after its unit, measured on its shard with the whole flat size; silent and bit-identical."""
+    printed, lines, report, _ = job["fsdp1flat"]
+    for rank in (0, 1):
+        assert lines[f"{rank} WARNED"] == "[]" and lines[f"{rank} FOUND"] == "[]"
+        assert lines[f"{rank} IDENTICAL"] == "True"
+        assert all(n.endswith("_flat_param") for n in eval(lines[f"{rank} NAMES"])), lines[f"{rank} NAMES"]
+    assert report["run"]["disabled"] == {} and report["findings"] == [] and "ERROR" not in printed
+    assert report["run"]["parameters"] == 16 * 32 + 32 + 32 * 4 + 4      # whole sizes, not shards
 
 
 @needs_gloo

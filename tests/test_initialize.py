@@ -186,6 +186,11 @@ def test_resnet_blocks_start_as_identity_with_their_last_bn_zeroed():
         assert torch.equal(model[2](h), h)                                 # identity: relu(0 + relu(h))
     untouched = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), ResBlock(8, 8))
     assert I.reinit(untouched, x, zero_residual=False).residual_ends == [] and untouched[2].bn2.weight.all()
+    # on its own, without re-initialising the rest (torchvision's zero_init_residual, found)
+    alone = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), ResBlock(8, 8), ResBlock(8, 16))
+    conv = alone[0].weight.detach().clone()
+    assert I.zero_residual_branches(alone, x) == ["2.bn2", "3.bn2"]
+    assert not alone[2].bn2.weight.any() and not alone[3].bn2.weight.any() and torch.equal(alone[0].weight, conv)
 
 
 class PreNorm(nn.Module):

@@ -481,3 +481,19 @@ def test_a_watched_run_puts_advice_for_its_own_optimizer_first(make_opt, expecte
     assert hit, {k: f.fixes[:1] for k, f in found.items()}
     generic = list(CATALOG[hit[0].id].fixes)
     assert hit[0].fixes[-len(generic):] == generic and len(hit[0].fixes) > len(generic)
+
+
+def test_each_optimizer_is_judged_against_its_own_default_lr():
+    """NAdam and Adamax default to lr 2e-3: at that lr no "above its usual" advice, at 10x it."""
+    for make in (O.NAdam, O.Adamax):
+        assert A.describe(make(params())).default_lr == 2e-3
+        assert "lower_adaptive_lr" not in {a.rule for a in A.advise("loss_oscillating", A.describe(make(params())))}
+        assert "lower_adaptive_lr" in {a.rule for a in A.advise("loss_oscillating",
+                                                                A.describe(make(params(), lr=2e-2)))}
+
+
+def test_a_cosine_stepped_every_batch_is_told_to_count_batches_not_epochs():
+    opt = O.SGD(params(), lr=0.1, momentum=0.9)
+    sched = stepped(opt, L.CosineAnnealingLR(opt, T_max=100), 200)
+    text = " ".join(A.advice_text(A.advise("lr_schedule_collapsed", A.describe(opt, sched), step=200)))
+    assert "T_max (now 100)" in text and "total batches" in text and "once per epoch" not in text

@@ -613,3 +613,23 @@ def test_an_overfitting_remedy_is_watched_with_dense_ticks():
         ctl._current = None
     finally:
         monitor.close()
+
+
+def test_a_cause_only_rank_0_knows_does_not_change_what_its_repair_answers():
+    """rank_divergence (rank 0's comparison of the ranks) as the cause of rank 0's own
+    learning_rate_too_high: rank 0 answers learning_rate_too_high, as every other rank does, so
+    the ranks of a job roll back and apply alike."""
+    from trainmedic.findings import Finding
+    model = torch.nn.Linear(4, 2)
+    monitor = trainmedic.watch(model, torch.optim.SGD(model.parameters(), lr=0.1), repair=True,
+                               on_finding=lambda f: None)
+    lr = Finding.make("learning_rate_too_high", "too high", step=10)
+    lr.caused_by = "rank_divergence"
+    monitor.findings.update(learning_rate_too_high=lr, rank_divergence=Finding.make(
+        "rank_divergence", "rank 1 went NaN first", evidence={"ranks": [1]}))
+    assert monitor.controller._root(lr) == "learning_rate_too_high"
+    grads = Finding.make("grads_not_cleared", "never cleared")       # a cause measured here still is one
+    monitor.findings["grads_not_cleared"] = grads
+    lr.caused_by = "grads_not_cleared"
+    assert monitor.controller._root(lr) == "grads_not_cleared"
+    monitor.close()

@@ -320,12 +320,13 @@ def test_two_workers_share_a_sqlite_study(script, tmp_path):
     assert len({t.params["lr"] for t in trials}) == len(trials)      # the workers' seeds differ
 
 
-def test_three_workers_share_a_database_study(script, tmp_path, database_url):
-    proc = _cli("--param", "lr=log:1e-3:1e-1", "--trials", "9", "--workers", "3", "--storage", database_url,
+def test_three_workers_share_a_postgres_study(script, tmp_path, postgres_url):
+    """(MySQL goes through the same open_storage: tests/test_search_storage.py runs both.)"""
+    proc = _cli("--param", "lr=log:1e-3:1e-1", "--trials", "9", "--workers", "3", "--storage", postgres_url,
                 "--study", "tune-cli-three", "--out-dir", str(tmp_path / "out"), script, "--sleep", "0.4")
     output = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, output
-    trials = assert_recorded_once(database_url, "tune-cli-three", 9)
+    trials = assert_recorded_once(postgres_url, "tune-cli-three", 9)
     assert len({t.user_attrs["worker"] for t in trials}) == 3
 
 

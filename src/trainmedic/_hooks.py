@@ -48,7 +48,7 @@ class Hooks:
         self.sampler.on_loss = self.guard.wrap("data checks", self._on_sampled_loss)
         self._sampled_input: Any = None
         self._train_input: Any = None             # the input of the last training forward
-        self.train_input_meta: torch.Tensor | None = None   # ... as a meta tensor: its shape and dtype
+        self.train_input_kind: tuple[torch.Size, torch.dtype] | None = None   # ... its shape and dtype
         self._probe_input: tuple[torch.nn.Module, Any] | None = None   # (model, batch) to probe
         self._probe_candidate: torch.nn.Module | None = None
         self._scaler_seen = False
@@ -179,8 +179,7 @@ class Hooks:
         training = module.training and torch.is_grad_enabled() and not compiling
         if self.active and training and _args:
             self._train_input = _args[0]
-            if self.train_input_meta is None or self.train_input_meta.shape != getattr(_args[0], "shape", None):
-                self.train_input_meta = _args[0].to("meta") if torch.is_tensor(_args[0]) else None
+            self.train_input_kind = (_args[0].shape, _args[0].dtype) if torch.is_tensor(_args[0]) else None
             self.guard.call("data checks", self.engine.stream.on_train_forward, _args[0])
         if self.active and self.sampler.due and training:
             if self._first_checks_pending and self._first_batch is None and _args:

@@ -212,7 +212,7 @@ _TYPES = [
                  "Augment the training batches with trainmedic.augment (translate, flips where "
                  "they keep the label, mixup/cutmix); check_label_preservation tells which keep it.",
                  "Use decoupled weight decay: torch.optim.AdamW(trainmedic.regularize."
-                 "param_groups_without_decay(model, 1e-2)); trainmedic.regularize."
+                 "param_groups_without_decay(model, 0.05)); trainmedic.regularize."
                  "explain_weight_decay(optimizer) says what your optimizer does now.",
                  "Add label smoothing (F.cross_entropy(..., label_smoothing=0.1), or "
                  "trainmedic.regularize.smooth_labels for other losses), stochastic depth "

@@ -196,6 +196,7 @@ def summarize(monitor: "Monitor", final: bool) -> dict[str, Any]:
     _, v = run.loss_curve()
     recent = v[-min(50, max(10, len(v) // 4)):]
     errors = [f.to_dict() for f in monitor.findings.values() if f.severity is Severity.ERROR]
+    diverging = monitor.findings.get("loss_diverging")
     return {
         "rank": monitor.rank, "step": run.step, "ticks": len(rows), "final": final,
         "loss": float(np.median(recent)) if len(recent) else None,
@@ -210,6 +211,7 @@ def summarize(monitor: "Monitor", final: bool) -> dict[str, Any]:
         "ddp": any(_ddp(m) for m in monitor.models),
         "adversarial": run.adversarial,
         "findings": sorted(monitor.findings),
+        "diverged": diverging.step if diverging is not None else None,   # its own loss's rise
         "errors": [{k: d[k] for k in ("id", "message", "where", "step", "evidence", "status",
                                       "resolved_step")} for d in errors[:MAX_ERRORS]]}
 

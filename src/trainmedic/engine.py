@@ -92,7 +92,7 @@ class Engine:
         self.epoch_start = 0                      # validation epochs of earlier segments
         self.controls: list[Any] = []
         self._closed_epochs: list[dict[str, Any]] = []   # not yet seen by the controls
-        self._schedulers: list[Any] | None = None         # the primary optimizer's, once looked up
+        self._schedulers: dict[int, list[Any]] = {}       # each optimizer's, once looked up
 
     # -- findings -------------------------------------------------------------------------------
     def emit(self, f: Finding) -> None:
@@ -104,18 +104,21 @@ class Engine:
 
     def _advise(self, f: Finding) -> None:
         """Put advice for the run's own optimizer and LR schedulers before the finding's generic
-        fixes (:mod:`trainmedic.optim_advice`). The schedulers are looked up once, at the first
-        finding that has such advice (a scan of the referrers of the optimizer)."""
+        fixes (:mod:`trainmedic.optim_advice`); none for an optimizer that only stands for a
+        foreign one (Keras's). Its schedulers are looked up once per optimizer, at the first
+        finding that has such advice (a scan of the optimizer's referrers)."""
         from trainmedic.optim_advice import ADVISED, advice_text, advise, describe
         primary = self.clock.primary
         if f.id not in ADVISED or primary is None:
             return
         opt = self.run.params.optimizers[primary]
-        if self._schedulers is None:
+        if getattr(opt, "foreign", False):
+            return
+        if id(opt) not in self._schedulers:
             from trainmedic.repair.snapshots import find_schedulers
-            self._schedulers = find_schedulers([opt])
+            self._schedulers[id(opt)] = find_schedulers([opt])
         sizes = self.stream.batch_sizes
-        lines = advice_text(advise(f.id, describe(opt, self._schedulers), f.evidence, step=f.step,
+        lines = advice_text(advise(f.id, describe(opt, self._schedulers[id(opt)]), f.evidence, step=f.step,
                                    batch_size=int(np.median(sizes)) if sizes else None))
         f.fixes = lines + [x for x in f.fixes if x not in lines]
 

@@ -208,6 +208,8 @@ class Monitor:
             if self.engine.on_finding is _print_finding:
                 self.engine.on_finding = _silent
             self.output.files = False
+            for sink in self.output.sinks:             # nothing written yet: made at the first tick
+                getattr(sink, "close", lambda: None)()
             self.output.sinks.clear()
 
     def _collect(self, rows: int, first: int) -> None:

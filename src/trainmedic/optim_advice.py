@@ -35,7 +35,6 @@ FAMILIES = ("sgd", "sgd_momentum", "nesterov", "adagrad", "rmsprop", "adam", "ad
 LARGE_BATCH = 512          # Goyal et al.: warmup matters once the linear scaling rule makes lr large
 DECAYED = 0.1              # current lr at or below this share of its peak: the schedule has decayed it
 LR_SCHED = "torch.optim.lr_scheduler."
-_DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-2, "adagrad": 1e-2}
 _ADAM_LIKE = ("Adam", "AdamW", "NAdam", "RAdam", "Adamax")
 
 
@@ -64,8 +63,9 @@ class Setup:
     lrs), ``peak_lr`` (the schedule's reference: OneCycleLR's max_lr, else the initial lr the
     schedulers scale; None without a scheduler), ``momentum`` (SGD/RMSprop momentum or Adam's
     beta1), ``betas``, ``nesterov``, ``weight_decay`` (the largest over groups), ``decoupled``
-    (AdamW-style decay), ``schedulers`` and ``sparse`` (sparse embedding gradients: True, False, or
-    None when it cannot tell)."""
+    (AdamW-style decay), ``schedulers``, ``sparse`` (sparse embedding gradients: True, False, or
+    None when it cannot tell) and ``default_lr`` (the class's default, e.g. 1e-3 for Adam, 2e-3
+    for NAdam and Adamax)."""
     name: str
     family: str
     adaptive: bool = False
@@ -79,6 +79,7 @@ class Setup:
     decoupled: bool = False
     schedulers: tuple[SchedulerInfo, ...] = ()
     sparse: bool | None = None
+    default_lr: float | None = None      # the optimizer class's own default lr (torch's signature)
 
     @property
     def kinds(self) -> set[str]:
@@ -147,7 +148,16 @@ def describe(optimizer: Any, schedulers: Any = (), *, model: torch.nn.Module | N
         peak_lr=max(peaks) if peaks and infos else None,
         momentum=momentum if momentum is not None else (betas[0] if betas else None),
         betas=betas, nesterov=nesterov, weight_decay=max(wds, default=0.0), decoupled=decoupled,
-        schedulers=infos, sparse=_sparse(groups, model))
+        schedulers=infos, sparse=_sparse(groups, model), default_lr=_default_lr(type(opt)))
+
+
+def _default_lr(cls: type) -> float | None:
+    """The ``lr`` default of an optimizer class's constructor (None: none, or not a number)."""
+    try:
+        default = inspect.signature(cls).parameters["lr"].default
+    except (KeyError, TypeError, ValueError):
+        return None
+    return _num(default)
 
 
 def _unwrap(optimizer: Any) -> Any:
@@ -446,7 +456,8 @@ def _rule_high(fid, setup, ev, at, bs, now) -> list[Advice]:
                 "a large batch's large lr overshoots from the random init", "warmup", "warmup",
                 "Goyal et al. 2017", "warmup_large_batch"))
     if not out or early is None:
-        out.append(Advice(_lower_lr(setup)[0].upper() + _lower_lr(setup)[1:],
+        lower = _lower_lr(setup)
+        out.append(Advice(lower[0].upper() + lower[1:],
                           "the steps overshoot: beyond 2/curvature gradient descent diverges", None, "lr_scale_0.1",
                           "LeCun et al. 1998; Goodfellow et al. 2016, §8.2.1", "lower_lr"))
     return out
@@ -464,10 +475,10 @@ def _rule_oscillating(fid, setup, ev, at, bs, now) -> list[Advice]:
     if setup.constant_lr:
         out.append(Advice(
             f"Your lr is constant: decay it, {LR_SCHED}CosineAnnealingLR(opt, T_max=<total steps>) per "
-            f"batch, or ReduceLROnPlateau(opt, factor=0.1, patience=5) on the val loss",
+            f"batch, or {LR_SCHED}ReduceLROnPlateau(opt, factor=0.1, patience=5) on the val loss",
             "stochastic gradient steps converge only if the lr shrinks", "cosine", None,
             "Goodfellow et al. 2016, §8.3.1", "decay_schedule"))
-    default = _DEFAULT_LR.get(setup.family)
+    default = setup.default_lr
     lr = setup.peak_lr or setup.lr
     if setup.adaptive and default and lr is not None and lr > default:
         out.append(Advice(
@@ -529,8 +540,9 @@ def _schedule_fix(s: SchedulerInfo, now: Any, collapse: Any) -> str:
     if s.kind == "exponential":
         return (f"ExponentialLR(gamma={_g(p['gamma'])}) hits 1% after {_to_one_percent(p['gamma'])} steps: "
                 f"use gamma=0.01**(1/<total steps>){batch}")
-    if s.name == "CosineAnnealingLR":
-        return f"set T_max (now {p['T_max']}) to the number of scheduler.step() calls of the whole run{batch}"
+    if s.name == "CosineAnnealingLR":           # stepped per batch or per epoch, T_max must match
+        return (f"set T_max (now {p['T_max']}) to the number of scheduler.step() calls of the whole run"
+                + ("; you step it every batch: that is the run's total batches" if per_batch else ""))
     if s.name == "CosineAnnealingWarmRestarts":
         return f"lengthen the cycles: raise T_0 (now {p['T_0']}) or T_mult (now {p['T_mult']}){batch}"
     if s.kind == "plateau":
@@ -539,7 +551,9 @@ def _schedule_fix(s: SchedulerInfo, now: Any, collapse: Any) -> str:
     if s.kind == "one_cycle":
         return f"OneCycleLR anneals to ~0 by total_steps={p['total_steps']}: train longer or raise max_lr"
     if s.kind in ("linear", "polynomial"):
-        return f"set {s.name}'s total_iters (now {p['total_iters']}) to the run's total steps{batch}"
+        return (f"set {s.name}'s total_iters (now {p['total_iters']}) to the number of scheduler.step() "
+                f"calls of the whole run" + ("; you step it every batch: that is the run's total batches"
+                                             if per_batch else ""))
     return f"check whether {s.name}'s lambda counts epochs or batches, and its decay{batch}"
 
 

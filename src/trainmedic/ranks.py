@@ -22,8 +22,8 @@ def process_rank() -> int:
         import torch.distributed as dist
         try:
             return int(dist.get_rank())
-        except Exception:  # noqa: BLE001 - a broken backend is no reason to fail: rank 0
-            return 0
+        except Exception:  # noqa: BLE001 - a broken backend is no reason to fail: the launcher's
+            pass
     try:
         return int(os.environ.get("RANK", "0"))
     except ValueError:

@@ -56,8 +56,8 @@ class DropConnect(nn.Module):
     def __init__(self, p: float) -> None:
         super().__init__()
         self.p = _check_p("p", p)
-        self.order: list[str] = []      # the module's parameter names in their order before
-
+        self.order: list[str] = []      # the module's parameter names in their order before it
+                                        # (remove_drop_connect puts them back in that order)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return F.dropout(weight, self.p, self.training)

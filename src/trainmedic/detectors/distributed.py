@@ -26,9 +26,6 @@ LOSS_MARGIN = 0.25     # apart by this much of their starting loss,
 LOSS_SIGMAS = 4.0      # and by this many standard errors of the two medians
 GRAD_FACTOR = 10.0     # a rank's recent gradient norm this many times off the others'
 MIN_TICKS = 3          # ticks behind a loss or gradient comparison
-# Error findings that show a rank diverging on its own: when every other rank had one before a
-# rank's loss went NaN first, the whole job was diverging and that rank merely got there first.
-DIVERGING = ("loss_diverging", "learning_rate_too_high", "exploding_gradient")
 
 
 class RankDivergence:
@@ -67,8 +64,10 @@ class RankDivergence:
 def nonfinite_origin(latest: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """The ranks whose loss (else gradient) became NaN/Inf first, strictly before another
     rank's, once every rank still running has gone past that step (DDP spreads a NaN gradient
-    to every rank in the same step, and a NaN loss on the next one); none when every other rank
-    was diverging already (a DIVERGING error finding before that step)."""
+    to every rank in the same step, and a NaN loss on the next one); none when every other
+    rank's own loss was diverging already (``loss_diverging`` before that step: the whole job
+    was, and that rank merely got there first). Findings on gradients and updates do not tell:
+    under DDP every rank sees the same all-reduced ones."""
     for key in ("nonfinite_loss", "nonfinite_grad"):
         first = {r: s[key] for r, s in latest.items() if s.get(key) is not None}
         if not first:
@@ -88,7 +87,7 @@ def nonfinite_origin(latest: dict[int, dict[str, Any]]) -> dict[int, dict[str, A
 
 
 def _diverging_before(summary: dict[str, Any], step: int) -> bool:
-    return any(e["id"] in DIVERGING and e["step"] < step for e in summary.get("errors", []))
+    return summary.get("diverged") is not None and summary["diverged"] < step
 
 
 def compare(group: list[dict[str, Any]], names: list[str]) -> dict[int, list[dict[str, Any]]]:

@@ -46,7 +46,10 @@ TORCH_NAMES = {"Nadam": "NAdam"}
 class KerasOptimizerView(torch.optim.Optimizer):
     """A Keras optimizer as the monitor sees it: one param group holding the torch Parameters
     it updates, with its current ``lr`` and (decoupled, as in Keras) ``weight_decay``. It never
-    steps: Keras's ``apply`` does."""
+    steps: Keras's ``apply`` does. ``foreign``: advice written for torch optimizers and LR
+    schedulers does not apply to it."""
+
+    foreign = True
 
     def __init__(self, optimizer: Any, params: list[torch.Tensor]) -> None:
         super().__init__(params, {"lr": float("nan"), "weight_decay": float(optimizer.weight_decay or 0.0),

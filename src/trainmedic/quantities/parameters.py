@@ -20,7 +20,7 @@ class UpdateSampler:
     and weight norm before the step and |w_after - w_before|. Costs one transient copy of that
     optimizer's parameters, once per tick."""
 
-    def __init__(self, table: ParamTable | None = None) -> None:
+    def __init__(self, table: ParamTable) -> None:
         self.table = table               # for sharded parameters: their whole sizes
         self.due: set[int] = set()
         self._before: dict[int, tuple] = {}
@@ -32,7 +32,7 @@ class UpdateSampler:
         self.due.discard(k)
         scale = None
         with torch.no_grad():
-            if self.table is not None and self.table.sharded:
+            if self.table.sharded:
                 indices, params, scale = self._shards(indices, params)
                 if not params:
                     return

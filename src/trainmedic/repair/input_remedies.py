@@ -6,13 +6,15 @@ from typing import Any
 
 import torch
 
+from trainmedic._hooks import INPUT_KEYWORDS
 from trainmedic.augment.image import translate
 from trainmedic.repair.remedies import NotApplicable, Remedy, RepairContext
 
 
 class AugmentInputs(Remedy):
     """Against overfitting on images: every training forward of a watched model (training mode,
-    gradients on) gets its batch of images ``(B, C, H, W)`` shifted by up to ``max_shift`` of
+    gradients on) gets its batch of images ``(B, C, H, W)`` (its first argument, or the first of
+    the keyword inputs the monitor reads, e.g. ``pixel_values``) shifted by up to ``max_shift`` of
     the side, per sample, edges repeated (:func:`trainmedic.augment.translate`). A shift of a
     few pixels keeps the label of nearly every image task, unlike flips (a "6" is not a "9")
     or crops that can cut the object out; evaluation forwards are left alone. The shifts come
@@ -31,22 +33,27 @@ class AugmentInputs(Remedy):
         self.description = f"shift each training image by up to {max_shift:.1%} of its side (edges repeated)"
         self._hooks: list[Any] = []
 
+    def check(self, ctx: RepairContext) -> None:
+        kind = ctx.monitor.hooks.train_input_kind
+        if kind is None or not (kind[1].is_floating_point and len(kind[0]) == 4 and min(kind[0][-2:]) >= 4):
+            raise NotApplicable(f"the training inputs ({tuple(kind[0]) if kind else 'not tensors'}) "
+                                f"are not batches of images (B, C, H, W)")
+
     def apply(self, ctx: RepairContext) -> None:
-        x = ctx.monitor.hooks.train_input_meta
-        if not (torch.is_tensor(x) and x.is_floating_point() and x.dim() == 4 and min(x.shape[-2:]) >= 4):
-            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-            raise NotApplicable(f"the training inputs ({shape}) are not batches of images (B, C, H, W)")
+        self.check(ctx)
         g = torch.Generator().manual_seed(self.seed)    # on the CPU: drawing a seed never waits for a GPU
 
-        def pre(model: torch.nn.Module, args: tuple) -> tuple | None:
-            if not (model.training and torch.is_grad_enabled() and args and torch.is_tensor(args[0])):
+        def pre(model: torch.nn.Module, args: tuple, kwargs: dict) -> tuple | None:
+            if not (model.training and torch.is_grad_enabled()):
                 return None
-            x = args[0]
-            if not x.is_floating_point() or x.dim() != 4:
+            key = 0 if args else next((k for k in INPUT_KEYWORDS if torch.is_tensor(kwargs.get(k))), None)
+            x = args[0] if args else kwargs.get(key)
+            if not (torch.is_tensor(x) and x.is_floating_point() and x.dim() == 4):
                 return None
-            return (translate(x, max_shift=self.max_shift, generator=g),) + tuple(args[1:])
+            x = translate(x, max_shift=self.max_shift, generator=g)
+            return ((x,) + tuple(args[1:]), kwargs) if args else (args, {**kwargs, key: x})
 
-        self._hooks = [m.register_forward_pre_hook(pre) for m in ctx.models]
+        self._hooks = [m.register_forward_pre_hook(pre, with_kwargs=True) for m in ctx.models]
 
     def undo(self, ctx: RepairContext) -> None:
         for h in self._hooks:

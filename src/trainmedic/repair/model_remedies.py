@@ -152,14 +152,19 @@ class RaiseDropout(Remedy):
         self.description = f"raise every dropout layer's p to at least {p:g}"
         self._saved: list[tuple[torch.nn.Module, float]] = []
 
-    def apply(self, ctx: RepairContext) -> None:
-        for model in ctx.models:
-            for m in model.modules():
-                if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p < self.p:
-                    self._saved.append((m, m.p))
-                    m.p = self.p
-        if not self._saved:
+    def _layers(self, ctx: RepairContext) -> list[torch.nn.Module]:
+        return [m for model in ctx.models for m in model.modules()
+                if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p < self.p]
+
+    def check(self, ctx: RepairContext) -> None:
+        if not self._layers(ctx):
             raise NotApplicable("the model has no dropout layer below p=%g" % self.p)
+
+    def apply(self, ctx: RepairContext) -> None:
+        self.check(ctx)
+        for m in self._layers(ctx):
+            self._saved.append((m, m.p))
+            m.p = self.p
 
     def undo(self, ctx: RepairContext) -> None:
         for m, p in self._saved:

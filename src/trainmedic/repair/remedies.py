@@ -56,6 +56,10 @@ class Remedy:
         tries a remedy that turns back a setting a kept remedy turned."""
         return None
 
+    def check(self, ctx: RepairContext) -> None:
+        """Raise NotApplicable when the remedy cannot apply to this run, before any rollback
+        (``apply`` may still raise it, after one)."""
+
     def apply(self, ctx: RepairContext) -> None:
         raise NotImplementedError
 

@@ -13,14 +13,19 @@ from trainmedic.report.plots import _num
 
 class TensorBoardWriter:
     """A tick sink for the monitor (``on_tick``/``close``) that writes through
-    ``torch.utils.tensorboard.SummaryWriter``."""
+    ``torch.utils.tensorboard.SummaryWriter``, made at the first tick (a distributed worker
+    that learns it is not rank 0 before then writes no event file)."""
 
     def __init__(self, logdir: str) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-        self.writer = SummaryWriter(log_dir=logdir)
+        from torch.utils.tensorboard import SummaryWriter   # a missing tensorboard fails here
+        self.logdir = logdir
+        self.writer: SummaryWriter | None = None
         self._epochs_written = 0
 
     def on_tick(self, line: dict[str, Any], epochs: list[dict[str, Any]]) -> None:
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(log_dir=self.logdir)
         w, step = self.writer, line["step"]
         for i, v in enumerate(line.get("losses") or []):
             if _num(v) is not None:
@@ -58,7 +63,8 @@ class TensorBoardWriter:
             bucket_limits=edges[1:].tolist(), bucket_counts=counts.tolist(), global_step=step)
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 def export_run(ticks: list[dict[str, Any]], epochs: list[dict[str, Any]], logdir: str) -> None:
