@@ -19,11 +19,10 @@ import torch
 import torch.distributed as dist
 
 import trainmedic
+from _torchrun import GLOO_EXIT_ABORT, needs_gloo, torchrun
 from trainmedic.detectors.distributed import RankDivergence, nonfinite_origin
 from trainmedic.distributed import RankLink
 
-needs_gloo = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                                reason="torch.distributed with gloo is not available")
 
 SCRIPT = '''
 import os, sys
@@ -102,25 +101,10 @@ dist.destroy_process_group()
 
 CASES = ["lr30", "clean", "nan", "shuffled", "scaled", "uneven", "uneven0", "fsdp2"]
 
-# torch 2.13's gloo can abort a rank as the process exits ("terminate called without an active
-# exception"), with or without trainmedic (seen in 5 of 16 plain 2-rank runs on a loaded 2-core
-# machine): such a job is run again, at most twice.
-GLOO_EXIT_ABORT = "terminate called without an active exception"
-
-
 def _torchrun(folder, *command):
-    """``python -m torch.distributed.run --standalone --nproc-per-node 2 COMMAND`` in ``folder``:
-    (stdout, stderr)."""
+    """The job COMMAND under torchrun (2 processes) in ``folder``: (stdout, stderr)."""
     (folder / "ddp.py").write_text(SCRIPT)
-    for _ in range(3):
-        for path in (folder / "out", folder / "run"):      # a fresh job: no earlier files
-            shutil.rmtree(path, ignore_errors=True)
-        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                               "--nproc-per-node", "2", *command], env={**os.environ, "OMP_NUM_THREADS": "1"},
-                              capture_output=True, text=True, timeout=300, cwd=folder)
-        if proc.returncode == 0 or GLOO_EXIT_ABORT not in proc.stdout + proc.stderr:
-            break
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    proc = torchrun(folder, *command)
     return proc.stdout, proc.stderr
 
 

@@ -9,19 +9,13 @@ rate is named. One torchrun job runs every case; names are also tested in-proces
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 
 import pytest
-import torch
-import torch.distributed as dist
 from torch import nn
 
+from _torchrun import needs_gloo, torchrun
 from trainmedic.params import ParamTable, user_name
 
-needs_gloo = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                                reason="torch.distributed with gloo is not available")
 
 SCRIPT = '''
 import math, os, sys, warnings
@@ -131,26 +125,13 @@ dist.destroy_process_group()
 CASES = ["fsdp2", "lr30", "onerow", "fsdp1", "fsdp1flat"]
 NAMES = str(["0.weight", "0.bias", "2.weight", "2.bias"])
 
-# torch 2.13's gloo can abort a rank as the process exits (see tests/test_distributed.py): such a
-# job is run again, at most twice.
-GLOO_EXIT_ABORT = "terminate called without an active exception"
-
-
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
     """One torchrun job running every case: per case, rank 0's printed findings, each rank's
     result lines, rank 0's report and its metrics.jsonl lines."""
     folder = tmp_path_factory.mktemp("fsdp")
     (folder / "fsdp.py").write_text(SCRIPT)
-    for _ in range(3):
-        shutil.rmtree(folder / "out", ignore_errors=True)
-        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                               "--nproc-per-node", "2", "fsdp.py", str(folder / "out"), ",".join(CASES)],
-                              env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                              text=True, timeout=300, cwd=folder)
-        if proc.returncode == 0 or GLOO_EXIT_ABORT not in proc.stdout + proc.stderr:
-            break
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    proc = torchrun(folder, "fsdp.py", str(folder / "out"), ",".join(CASES))
     printed = dict(part.split("\n", 1) for part in proc.stderr.split("=== ")[1:])
     lines: dict = {case: {} for case in CASES}
     for line in proc.stdout.splitlines():
