@@ -178,9 +178,10 @@ class Hooks:
             self.engine.note("monitoring_limited", COMPILED)
         training = module.training and torch.is_grad_enabled() and not compiling
         if self.active and training and _args:
-            self._train_input = _args[0]
-            self.train_input_kind = (_args[0].shape, _args[0].dtype) if torch.is_tensor(_args[0]) else None
-            self.guard.call("data checks", self.engine.stream.on_train_forward, _args[0])
+            x = self._train_input = _args[0]
+            # a plain tensor's kind (a nested tensor's .shape raises)
+            self.train_input_kind = (x.shape, x.dtype) if type(x) is torch.Tensor else None
+            self.guard.call("data checks", self.engine.stream.on_train_forward, x)
         if self.active and self.sampler.due and training:
             if self._first_checks_pending and self._first_batch is None and _args:
                 self._first_batch = (module, _args[0])
