@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import trainmedic
+from _common import pretrained_mlp
 from trainmedic import finetune
-from trainmedic.detectors.finetune import MARK, SAMPLE, STILL, _measure
+from trainmedic.detectors.finetune import ACC_DROP, FAR, MARK, SAMPLE, STILL, _measure
 from trainmedic.history import RunState
 from trainmedic.params import ParamTable
 
@@ -37,7 +38,8 @@ def digits_task():
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
     x, y = x[perm], y[perm]
     return {"source": (x[:900], y[:900]), "train": (x[900:950], y[900:950] // 2),
-            "val": (x[950:], y[950:] // 2)}
+            "val": (x[950:], y[950:] // 2),
+            "larger": {"train": (x[900:1300], y[900:1300] // 2), "val": (x[1300:], y[1300:] // 2)}}
 
 
 def _mlp(outputs: int) -> nn.Sequential:
@@ -47,16 +49,7 @@ def _mlp(outputs: int) -> nn.Sequential:
 
 @pytest.fixture(scope="module")
 def pretrained(digits_task):
-    torch.manual_seed(0)
-    model = _mlp(10)
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    xs, ys = digits_task["source"]
-    for _ in range(15):
-        for i in range(0, len(ys), 32):
-            opt.zero_grad()
-            F.cross_entropy(model(xs[i:i + 32]), ys[i:i + 32]).backward()
-            opt.step()
-    return model
+    return pretrained_mlp(*digits_task["source"])          # the zoo's pretrained MLP (tests/zoo/_common.py)
 
 
 def _fine_tune(model, task, make_optimizer, head_epochs=3, epochs=6, drifts=None, **watch):
@@ -105,6 +98,18 @@ def test_sensible_discriminative_lr_is_not_flagged(pretrained, digits_task):
     assert report.run["epochs"][-1]["val_acc"] > 0.75      # it did fine-tune well
     assert drifts[:4] == [0.0] * 4                         # frozen: measured exactly unmoved
     assert 0 < drifts[-1] < STILL                          # the backbone was measured moving, a little
+
+
+def test_a_backbone_that_moves_far_while_validation_holds_is_not_flagged(pretrained, digits_task):
+    """Adam 3e-3 on 400 samples: the backbone moves past FAR from its pretrained weights, and
+    validation stays as good as with the frozen backbone: drift alone is no fault."""
+    drifts = []
+    report = _fine_tune(_new_head(pretrained), digits_task["larger"],
+                        lambda m: torch.optim.Adam(m.parameters(), 3e-3), drifts=drifts)
+    assert max(drifts) >= FAR, drifts
+    accs = [e["val_acc"] for e in report.run["epochs"]]
+    assert min(accs[4:]) > accs[3] - ACC_DROP, accs
+    assert report.by_id(ID) is None
 
 
 def test_a_100x_too_high_lr_is_flagged_naming_the_backbone(pretrained, digits_task):

@@ -262,6 +262,9 @@ def test_same_seed_same_weights():
     a, b = weights(generator=torch.Generator().manual_seed(5)), weights(generator=torch.Generator().manual_seed(5))
     assert all(torch.equal(p, q) for p, q in zip(a, b))
     assert not torch.equal(weights()[0], weights(generator=torch.Generator().manual_seed(5))[0])
+    torch.manual_seed(1)
+    built = [p.detach().clone() for p in nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.LSTM(8, 8)).parameters()]
+    assert not torch.equal(a[0], built[0])                  # the weights were redrawn, not left as built
 
 
 def test_bad_arguments_name_themselves():

@@ -425,6 +425,7 @@ def test_unrelated_findings_get_no_advice():
     related = set(A.HIGH) | set(A.LOW) | {"loss_oscillating", "lr_schedule_collapsed", "vanishing_gradient",
                                           "saturated_activation", "overfitting", "regularization_dominates",
                                           "pretrained_features_destroyed"}
+    assert A.ADVISED == related
     for f in set(CATALOG) - related:
         for s in SETUPS:
             for ev, kw in EVIDENCE:
@@ -497,3 +498,9 @@ def test_a_cosine_stepped_every_batch_is_told_to_count_batches_not_epochs():
     sched = stepped(opt, L.CosineAnnealingLR(opt, T_max=100), 200)
     text = " ".join(A.advice_text(A.advise("lr_schedule_collapsed", A.describe(opt, sched), step=200)))
     assert "T_max (now 100)" in text and "total batches" in text and "once per epoch" not in text
+
+
+def test_adafactors_weight_decay_is_decoupled():
+    """torch's Adafactor decays the weights apart from the gradient, as AdamW does."""
+    assert A.describe(O.Adafactor(params(), weight_decay=0.1)).decoupled
+    assert not A.describe(O.Adam(params(), weight_decay=0.1)).decoupled

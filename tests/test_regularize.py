@@ -443,7 +443,10 @@ def test_dropout_placement_restores_state_and_takes_tuple_or_dict():
             super().__init__()
             self.a, self.bn, self.drop, self.fc = nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Dropout(0.1), nn.Linear(4, 2)
 
+            self.register_buffer("calls", torch.zeros(()))     # a buffer its forward changes in any mode
+
         def forward(self, x, z):
+            self.calls += 1
             return self.fc(self.drop(torch.relu(self.bn(self.a(x))))) + z + 0 * torch.randn_like(z)
 
     model = Two().train()

@@ -633,3 +633,73 @@ def test_a_cause_only_rank_0_knows_does_not_change_what_its_repair_answers():
     lr.caused_by = "grads_not_cleared"
     assert monitor.controller._root(lr) == "grads_not_cleared"
     monitor.close()
+
+
+def test_clipping_covers_param_groups_added_after_it():
+    """A group added later (add_missing_params) is clipped too: the norm is over every group."""
+    from trainmedic.repair.remedies import ClipGradNorm
+    a, b = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+    opt = torch.optim.SGD(a.parameters(), lr=0.0)
+    clip = ClipGradNorm(1.0)
+    clip.apply(_ctx(a, opt))
+    opt.add_param_group({"params": list(b.parameters())})
+    for p in [*a.parameters(), *b.parameters()]:
+        p.grad = torch.full_like(p, 10.0)
+    opt.step()
+    total = torch.stack([p.grad.norm() for p in [*a.parameters(), *b.parameters()]]).norm()
+    assert float(total) == pytest.approx(1.0, rel=1e-4)
+    clip.undo(_ctx(a, opt))
+
+
+def test_an_overfitting_remedy_with_a_nan_validation_loss_is_not_kept():
+    model = torch.nn.Linear(4, 2)
+    monitor = trainmedic.watch(model, torch.optim.SGD(model.parameters(), lr=0.1), repair=True,
+                               on_finding=lambda f: None)
+    ctl, outcomes = monitor.controller, []
+    ctl._keep = lambda cur, evidence: outcomes.append("kept")
+    ctl._fail = lambda why: outcomes.append("failed")
+    ref = [(0.30, 0.10, None)] * 4                                   # the unrepaired run: gap 0.2
+    for val in (0.15, float("nan")):                                 # the gap closes either way
+        monitor.validation.epochs[:] = [{"val_loss": v, "train_loss": 0.12} for v in (0.15, 0.15, val, 0.15)]
+        ctl._verify_val({"epochs": 0, "unrepaired_epochs": ref, "record": {}, "best_val": 0.25,
+                         "remedy": remedies_mod.Remedy()})
+    assert outcomes == ["kept", "failed"]
+    monitor.close()
+
+
+def test_augment_inputs_shifts_training_images_only_positional_or_keyword():
+    """Training forwards get shifted images, as the first argument or as ``pixel_values=``;
+    evaluation forwards are left alone; inputs that are not images make it not applicable,
+    known before any rollback."""
+    from trainmedic.repair.input_remedies import AugmentInputs
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(64, 2)
+            self.seen = []
+
+        def forward(self, x=None, pixel_values=None):
+            self.seen.append(x if x is not None else pixel_values)
+            return self.fc(self.seen[-1].flatten(1))
+
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    images = torch.randn(16, 1, 8, 8)
+    ctx = _ctx(model, opt, hooks=type("H", (), {"train_input_kind": (images.shape, images.dtype)})())
+    remedy = AugmentInputs()
+    remedy.apply(ctx)
+    model(images)
+    model(pixel_values=images)
+    with torch.no_grad():
+        model.eval()
+        model(images)
+    remedy.undo(ctx)
+    model.train()
+    model(images)
+    shifted, by_keyword, evaluated, after = model.seen
+    assert not torch.equal(shifted, images) and not torch.equal(by_keyword, images)
+    assert evaluated is images and after is images
+    flat = _ctx(model, opt, hooks=type("H", (), {"train_input_kind": (torch.Size([16, 64]), torch.float32)})())
+    with pytest.raises(remedies_mod.NotApplicable, match="not batches of images"):
+        AugmentInputs().check(flat)

@@ -96,3 +96,5 @@ def test_a_regulariser_that_leaves_the_gap_open_is_not_kept(tmp_path, capsys, mo
     weak, dropout = repairs["weight_decay_up"], repairs["dropout_up"]
     assert weak["outcome"] == "failed" and weak["val_gap"] > 2 / 3 * weak["val_gap_unrepaired"], weak
     assert dropout["outcome"] == "kept" and dropout["val_gap"] <= 2 / 3 * dropout["val_gap_unrepaired"], dropout
+    augment = repairs["augment_inputs"]                # regression inputs: known before any rollback
+    assert augment["outcome"] == "not applicable" and augment["rolled_back_to_step"] is None, augment

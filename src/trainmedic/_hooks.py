@@ -166,7 +166,8 @@ class Hooks:
     def _on_root_call(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         """A watched model's forward: its input is the first positional argument, else the
         first of INPUT_KEYWORDS it was given (``model(**batch)`` in Hugging Face code)."""
-        self.on_root_pre(module, args if args or not kwargs else keyword_input(kwargs))
+        key = None if args or not kwargs else input_keyword(kwargs)
+        self.on_root_pre(module, args if key is None else (kwargs[key],))
 
     def on_root_pre(self, module: torch.nn.Module, _args: Any) -> None:
         if self.sampler.recording:
@@ -463,12 +464,9 @@ INPUT_KEYWORDS = ("input_ids", "pixel_values", "input_values", "input_features",
                   "x", "input", "inputs")
 
 
-def keyword_input(kwargs: dict) -> tuple:
-    """``(tensor,)`` for the first of INPUT_KEYWORDS given as a tensor; ``()`` for none."""
-    for key in INPUT_KEYWORDS:
-        if torch.is_tensor(kwargs.get(key)):
-            return (kwargs[key],)
-    return ()
+def input_keyword(kwargs: dict) -> str | None:
+    """The first of INPUT_KEYWORDS given as a tensor (the model's input); None for none."""
+    return next((k for k in INPUT_KEYWORDS if torch.is_tensor(kwargs.get(k))), None)
 
 
 def _no_loss(_output: Any, _target: Any) -> None:

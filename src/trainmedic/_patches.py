@@ -94,7 +94,7 @@ def _wrap_loss(name: str, fn):
         if not _active:
             return fn(*args, **kwargs)
         evaluating = any(m.validation.is_eval_loss() for m in _active)
-        for transform in list(loss_transforms):
+        for transform in list(loss_transforms) if loss_transforms else ():    # no copy per call
             try:
                 args, kwargs = transform(name, args, kwargs, evaluating)
             except Exception as exc:  # noqa: BLE001 - a remedy's failure never reaches the loss call

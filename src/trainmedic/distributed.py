@@ -207,7 +207,7 @@ def summarize(monitor: "Monitor", final: bool) -> dict[str, Any]:
         "sample_step": sampled["first_step"] if sampled else None,
         "weights": np.asarray(sampled["weight_norm"], np.float32) if sampled else None,
         "shapes": zlib.crc32(repr([i.shape for i in monitor.table.infos]).encode()),
-        "sharded": monitor.table.sharded or any(_sharded(p) for p in monitor.table.params),
+        "sharded": monitor.table.sharded,
         "ddp": any(_ddp(m) for m in monitor.models),
         "adversarial": run.adversarial,
         "findings": sorted(monitor.findings),
@@ -225,12 +225,6 @@ def _median_se(v: np.ndarray) -> float:
 
 def _finite(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
-
-
-def _sharded(p: Any) -> bool:
-    """A shard of a parameter (FSDP2's DTensor, FSDP's flat parameter): ranks hold different
-    values by design."""
-    return type(p).__name__ in ("DTensor", "FlatParameter") or bool(getattr(p, "_is_flat_param", False))
 
 
 def _ddp(model: Any) -> bool:

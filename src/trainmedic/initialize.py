@@ -60,12 +60,14 @@ import fnmatch
 import math
 import warnings
 import weakref
-from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
+
+from trainmedic._samples import call_with, cuda_devices, tensors_in
 
 SCHEMES = ("he", "xavier", "lecun", "orthogonal", "zero", "keep")
 
@@ -142,7 +144,11 @@ class Reinit:
     layers: list[LayerInit]
     before: Scale | None = None
     after: Scale | None = None
-    residual_ends: list[str] = field(default_factory=list)
+
+    @property
+    def residual_ends(self) -> list[str]:
+        """The residual branches' last layers that were zeroed."""
+        return [li.name for li in self.layers if li.residual_end and li.skipped is None]
 
     def table(self) -> str:
         before = {s.name: s for s in (self.before.layers if self.before else [])}
@@ -231,8 +237,7 @@ def reinit(model: nn.Module, sample: Any = None, *, zero_residual: bool = True,
             init_layer(modules[li.name], li.scheme, li.activation, slope=li.slope, include_frozen=include_frozen,
                        lstm_forget_bias=lstm_forget_bias, generator=generator)
     after = _trace(model, sample).scale() if sample is not None else None
-    return Reinit(layers, before.scale() if before else None, after,
-                  [li.name for li in layers if li.residual_end and li.skipped is None])
+    return Reinit(layers, before.scale() if before else None, after)
 
 
 def scheme_for(activation: str) -> str:
@@ -527,17 +532,6 @@ def _op_name(func: Any) -> str:
     return name[:-1] if name.endswith("_") else name
 
 
-def _tensors(obj: Any) -> Iterator[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, (list, tuple)):
-        for o in obj:
-            yield from _tensors(o)
-    elif isinstance(obj, dict):
-        for o in obj.values():
-            yield from _tensors(o)
-
-
 class _Tracer(TorchFunctionMode):
     """Follows each layer's output to the activation it feeds, finds residual adds, and (with
     the module hooks it is given) measures each layer's output."""
@@ -548,7 +542,6 @@ class _Tracer(TorchFunctionMode):
         self.feeds: dict[str, tuple[str, float | None]] = {}
         self.saturation: dict[str, float] = {}
         self.scales: dict[str, tuple[float, float]] = {}
-        self.called: list[str] = []
         self.residual_ends: list[str] = []
         self.off = False
 
@@ -566,7 +559,7 @@ class _Tracer(TorchFunctionMode):
         name = _op_name(func)
         ins: list[tuple[torch.Tensor, _Rec]] = []
         if name:
-            for t in _tensors((args, kwargs)):
+            for t in tensors_in((args, kwargs)):
                 r = self.rec(t)
                 if r is not None and all(r is not q for _, q in ins):
                     ins.append((t, r))
@@ -617,7 +610,7 @@ class _Tracer(TorchFunctionMode):
                     self.saturation[layer] = sat
 
     def _record(self, name: str, act: str | None, ins: list, args: tuple, out: Any) -> None:
-        outs = [t for t in _tensors(out)]
+        outs = [t for t in tensors_in(out)]
         if not outs:
             return
         recs = tuple(r for _, r in ins)
@@ -678,7 +671,6 @@ class _Tracer(TorchFunctionMode):
                 return
             first = own not in self.scales
             if first:
-                self.called.append(own)
                 o = out.detach().float()
                 self.scales[own] = (float(o.std(correction=0)) if o.numel() else 0.0,
                                     float(o.pow(2).mean().sqrt()) if o.numel() else 0.0)
@@ -699,6 +691,11 @@ class _Tracer(TorchFunctionMode):
                 rec.last = (name, rec)
                 self.put(output, rec)
         return hook
+
+    @property
+    def called(self) -> list[str]:
+        """The layers measured, in the order of their first call."""
+        return list(self.scales)
 
     def scale(self) -> Scale:
         return Scale([LayerScale(n, *self.scales[n], self.saturation.get(n)) for n in self.called])
@@ -747,14 +744,14 @@ def _trace(model: nn.Module, sample: Any) -> _Tracer:
         elif isinstance(m, nn.MultiheadAttention):
             handles.append(m.register_forward_hook(tracer.layer_hook(name, f"{name}.out_proj" if name else "out_proj")))
     buffers = [(b, b.detach().clone()) for b in model.buffers() if not nn.parameter.is_lazy(b)]
-    devices = sorted({t.device.index or 0 for t in _chain_tensors(model, sample) if t.device.type == "cuda"})
+    devices = cuda_devices([*tensors_in(sample), *model.parameters()])
     try:
         with torch.random.fork_rng(devices=devices), torch.no_grad():
-            for t in _tensors(sample):
+            for t in tensors_in(sample):
                 tracer.put(t, _Rec())
             try:
                 with tracer:
-                    _call(model, sample)
+                    call_with(model, sample)
             except Exception as e:
                 raise ValueError(f"sample={_describe(sample)} does not fit {type(model).__name__}: its forward "
                                  f"raised {type(e).__name__}: {e}; expected an input the model takes: a tensor "
@@ -768,16 +765,3 @@ def _trace(model: nn.Module, sample: Any) -> _Tracer:
                     b.copy_(saved)
     tracer.recs.clear()
     return tracer
-
-
-def _chain_tensors(model: nn.Module, sample: Any) -> Iterable[torch.Tensor]:
-    yield from _tensors(sample)
-    yield from model.parameters()
-
-
-def _call(model: nn.Module, sample: Any) -> Any:
-    if isinstance(sample, dict):
-        return model(**sample)
-    if isinstance(sample, (tuple, list)):
-        return model(*sample)
-    return model(sample)

@@ -84,12 +84,10 @@ class Monitor:
         self.table = ParamTable()
         self.rank = process_rank()           # rank 0 prints and writes; the others only measure
         self._rank_settled = group_exists()  # else the first tick after init_process_group decides
-        quiet = self.rank != 0
         self.engine = Engine(self.table, self.clock, self.guard, goal=self.goal,
                              detectors=default_detectors(),
-                             on_finding=on_finding if on_finding is not None else
-                             (_silent if quiet else _print_finding))
-        self.output = RunOutput(name or "watch", run_dir, self.guard, files=not quiet)
+                             on_finding=on_finding if on_finding is not None else _print_finding)
+        self.output = RunOutput(name or "watch", run_dir, self.guard)
         self.extra_run_info: dict[str, Any] = {}
         self.grads = GradNormRecorder(self.table, self.clock.window)
         self.loss = LossRecorder(self.clock.window)
@@ -99,9 +97,11 @@ class Monitor:
         self.hooks = Hooks(self, discover=discover, first_batch_checks=first_batch_checks)
         self.ranks = RankWatch(self)         # a distributed job: the ranks' summaries compared
         self._closed = False
-        if tensorboard is not None and not quiet:
+        if tensorboard is not None:
             from trainmedic.report.tensorboard import TensorBoardWriter
             self.tick_sinks.append(TensorBoardWriter(os.fspath(tensorboard)))
+        if self.rank != 0:
+            self._go_quiet()
         self._controller: Any = None
         if repair:
             options = dict(repair) if isinstance(repair, dict) else {}
@@ -205,12 +205,17 @@ class Monitor:
         self._rank_settled = True
         self.rank = process_rank()
         if self.rank != 0:
-            if self.engine.on_finding is _print_finding:
-                self.engine.on_finding = _silent
-            self.output.files = False
-            for sink in self.output.sinks:             # nothing written yet: made at the first tick
-                getattr(sink, "close", lambda: None)()
-            self.output.sinks.clear()
+            self._go_quiet()
+
+    def _go_quiet(self) -> None:
+        """A rank other than 0 measures only: no printed findings, no files, no sinks (a
+        TensorBoard writer writes nothing before its first tick)."""
+        if self.engine.on_finding is _print_finding:
+            self.engine.on_finding = _silent
+        self.output.files = False
+        for sink in self.output.sinks:
+            getattr(sink, "close", lambda: None)()
+        self.output.sinks.clear()
 
     def _collect(self, rows: int, first: int) -> None:
         tick = self.hooks.take_tick(rows, first)

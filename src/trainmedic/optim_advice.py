@@ -29,6 +29,7 @@ import torch
 
 from trainmedic.catalog import finding_type
 from trainmedic.detectors.learning_rate import ADAPTIVE
+from trainmedic.regularize import decouples
 from trainmedic.repair.order import EARLY_STEPS
 
 FAMILIES = ("sgd", "sgd_momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "other")
@@ -136,7 +137,7 @@ def describe(optimizer: Any, schedulers: Any = (), *, model: torch.nn.Module | N
     betas = g0.get("betas")
     betas = tuple(b for b in (_num(x) for x in betas) if b is not None) if isinstance(betas, (tuple, list)) else None
     nesterov = bool(g0.get("nesterov", False))
-    decoupled = name == "AdamW" or bool(g0.get("decoupled_weight_decay", False))
+    decoupled = decouples(type(opt), g0)
     wds = [w for w in (_num(g.get("weight_decay")) for g in groups) if w is not None]
     infos = tuple(i for s in scheds for i in _scheduler_infos(s))
     peaks = [_num(g0.get(k)) for k in ("max_lr", "initial_lr")]

@@ -122,7 +122,7 @@ class ParamTable:
     def add(self, p: torch.Tensor, name: str, whole: tuple[int, ...] | None = None) -> int:
         """Register ``p`` (or rename it when it is known under a generated name). ``whole``: the
         whole parameter's shape when ``p`` is an FSDP shard held flat (a DTensor knows its own)."""
-        sharded = whole is not None or _is_dtensor(p)
+        sharded = whole is not None or _is_dtensor(p) or bool(getattr(p, "_is_flat_param", False))
         i = self._index.get(id(p))
         if i is not None:
             info = self.infos[i]

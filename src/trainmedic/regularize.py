@@ -28,8 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from trainmedic._samples import call_with, cuda_devices, tensors_in
 from trainmedic.augment._common import check_int, check_labels, check_number, check_tensor
+from trainmedic.detectors.learning_rate import ADAPTIVE
 from trainmedic.finetune import Pattern, name_matcher
+from trainmedic.initialize import NORMS
 
 
 def _check_p(name: str, p: Any, allow_one: bool = False) -> float:
@@ -236,8 +239,7 @@ def linear_decay(num_blocks: int, p_last: float) -> list[float]:
     use it: 0 at the first block, rising linearly to ``p_last`` at the last (``[p_last]`` for a
     single block). Huang et al. count from the input, so their first block gets
     ``p_last / num_blocks``; the difference is one block. Typical ``p_last`` 0.1 to 0.5."""
-    if isinstance(num_blocks, bool) or not isinstance(num_blocks, numbers.Integral) or num_blocks < 1:
-        raise ValueError(f"num_blocks={num_blocks!r}: expected an int >= 1")
+    num_blocks = check_int("num_blocks", num_blocks, 1)
     p_last = _check_p("p_last", p_last)
     if num_blocks == 1:
         return [p_last]
@@ -254,8 +256,12 @@ _COUPLED = _optims("SGD", "ASGD", "Adam", "Adamax", "NAdam", "RAdam", "RMSprop",
 _DECOUPLED = _optims("AdamW", "Muon", "Adafactor")
 _FLAGGED = _optims("Adam", "NAdam", "RAdam")          # decoupled_weight_decay=True makes them decoupled
 _NO_DECAY = _optims("Rprop", "LBFGS", "SparseAdam")   # no weight_decay setting at all
-_ADAPTIVE = _optims("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "Adagrad", "Adadelta",
-                    "Adafactor", "SparseAdam", "Rprop")
+
+
+def decouples(cls: type, group: dict) -> bool:
+    """Whether optimizer class ``cls`` applies a param group's weight decay decoupled from the
+    gradient (``w -= lr * wd * w``), whatever its value."""
+    return cls in _DECOUPLED or (cls in _FLAGGED and bool(group.get("decoupled_weight_decay", False)))
 
 
 @dataclass(frozen=True)
@@ -292,9 +298,7 @@ def weight_decay_kind(optimizer: Any) -> list[DecayGroup]:
         lr = float(lr) if isinstance(lr, (numbers.Real, torch.Tensor)) else math.nan
         if cls in _NO_DECAY or (cls in _COUPLED or cls in _DECOUPLED) and not wd:
             kind = "none"
-        elif cls in _FLAGGED and g.get("decoupled_weight_decay", False):
-            kind = "decoupled"
-        elif cls in _DECOUPLED:
+        elif decouples(cls, g):
             kind = "decoupled"
         elif cls in _COUPLED:
             kind = "l2"
@@ -302,7 +306,7 @@ def weight_decay_kind(optimizer: Any) -> list[DecayGroup]:
             kind = "unknown"
         params = list(g["params"])
         flat = sum(1 for q in params if q.ndim <= 1) if kind in ("l2", "decoupled") else 0
-        out.append(DecayGroup(i, g.get("name"), cls.__name__, lr, wd, kind, cls in _ADAPTIVE,
+        out.append(DecayGroup(i, g.get("name"), cls.__name__, lr, wd, kind, cls.__name__ in ADAPTIVE,
                               len(params), flat))
     return out
 
@@ -371,10 +375,6 @@ def explain_weight_decay(optimizer: Any) -> str:
     return "\n".join(lines)
 
 
-_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm) + (
-    (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
-
-
 def param_groups_without_decay(model: nn.Module, weight_decay: float) -> list[dict]:
     """Optimizer param groups: ``{"params": [...], "weight_decay": weight_decay, "name": "decay"}``
     for the weight matrices and kernels, and ``weight_decay=0.0`` ("no_decay") for the parameters of
@@ -382,7 +382,7 @@ def param_groups_without_decay(model: nn.Module, weight_decay: float) -> list[di
     frozen parameters are included (so unfreezing needs no new group)."""
     _check_module("model", model)
     weight_decay = check_number("weight_decay", weight_decay, 0)
-    in_norm = {id(q) for m in model.modules() if isinstance(m, _NORMS) for q in m.parameters()}
+    in_norm = {id(q) for m in model.modules() if isinstance(m, NORMS) for q in m.parameters()}
     decay, no_decay = [], []
     for q in model.parameters():
         (no_decay if q.ndim <= 1 or id(q) in in_norm else decay).append(q)
@@ -401,16 +401,6 @@ def _is_dropout_like(m: nn.Module) -> bool:
         "drop" in type(m).__name__.lower()
 
 
-def _tensors(obj: Any) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, (list, tuple)):
-        return [t for o in obj for t in _tensors(o)]
-    if isinstance(obj, dict):
-        return [t for o in obj.values() for t in _tensors(o)]
-    return []
-
-
 def check_dropout_placement(model: nn.Module, sample: Any) -> list[str]:
     """Notes, in plain English with the module names, on where ``model``'s dropout layers sit;
     an empty list when nothing stands out. ``sample`` is a batch the model takes (``model(sample)``;
@@ -423,7 +413,7 @@ def check_dropout_placement(model: nn.Module, sample: Any) -> list[str]:
     probability, not TF1's keep_prob), and as a hint, no dropout at all in a model of more than 1M
     parameters. Dropout called as ``F.dropout`` inside a forward is not seen."""
     _check_module("model", model)
-    if not _tensors(sample):
+    if not any(True for _ in tensors_in(sample)):
         raise TypeError(f"sample is a {type(sample).__name__}; expected a tensor, a tuple of inputs or "
                         f"a dict of keyword inputs, holding at least one tensor")
     root = type(model).__name__
@@ -458,18 +448,12 @@ def check_dropout_placement(model: nn.Module, sample: Any) -> list[str]:
               and not any(c != "parametrizations" for c, _ in m.named_children())]
     modes = [(m, m.training) for m in model.modules()]
     state = [(b, b.clone()) for b in model.buffers()]
-    devices = sorted({t.device.index or 0 for t in [*_tensors(sample), *model.parameters()]
-                      if t.device.type == "cuda"})
+    devices = cuda_devices([*tensors_in(sample), *model.parameters()])
     handles = [m.register_forward_hook(record) for m in leaves]
     try:
         model.eval()
         with torch.random.fork_rng(devices=devices), torch.no_grad():
-            if isinstance(sample, dict):
-                output = model(**sample)
-            elif isinstance(sample, (tuple, list)):
-                output = model(*sample)
-            else:
-                output = model(sample)
+            output = call_with(model, sample)
     finally:
         for h in handles:
             h.remove()
@@ -478,7 +462,7 @@ def check_dropout_placement(model: nn.Module, sample: Any) -> list[str]:
         with torch.no_grad():
             for b, v in state:
                 b.copy_(v)
-    outputs = {id(t) for t in _tensors(output)}
+    outputs = {id(t) for t in tensors_in(output)}
     layered = [i for i, (m, _, _) in enumerate(events) if m._parameters or parametrize.is_parametrized(m)]
     said = set()
     for i, (m, args, out) in enumerate(events):

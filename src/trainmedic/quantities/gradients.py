@@ -40,8 +40,7 @@ class GradNormRecorder:
             grads = [None if gr is None else _local_or_none(gr) for gr in grads]
         keep = [j for j, gr in enumerate(grads) if gr is not None and not gr.is_sparse]
         if not keep:
-            return any(p.grad is not None for p in params) if self.table.sharded else \
-                any(gr is not None for gr in grads)
+            return any(p.grad is not None for p in params)
         if len(keep) == len(grads):
             sel = tuple(indices)
         else:
@@ -63,7 +62,7 @@ class GradNormRecorder:
             scale = None if scale is None else scale.to(norms.device)
             self._index[sel] = (idx, dtype, scale)
         if scale is not None:
-            norms = norms * scale
+            norms.mul_(scale)                     # norms is stack()'s own tensor
         buf[slot].index_copy_(0, idx, norms.to(buf.device, torch.float32))
         return True
 

@@ -83,7 +83,7 @@ class RepairController:
         self.kept: list[Remedy] = []
         self._orders: dict[str, list[str]] = {}   # each finding's list, arranged at its first attempt
         # each finding's run before its first rollback: (step, loss) rows and its validation
-        # epochs as (step, val_loss, train_loss)
+        # epochs as (step, val_loss, train_loss, val_acc)
         self._unrepaired: dict[str, tuple[np.ndarray, list]] = {}
         self._given_up: set[str] = set()
         self._current: dict[str, Any] | None = None
@@ -263,6 +263,17 @@ class RepairController:
     def _records(self, finding_id: str) -> list[dict[str, Any]]:
         return [r for r in self.attempts if r["finding"] == finding_id]
 
+    def _record(self, finding: Any, remedy: Remedy, outcome: str, rolled_back_to: int | None = None,
+                loss_before: float | None = None, reason: str | None = None) -> dict[str, Any]:
+        """A new entry of the report's ``run.repairs`` for this attempt."""
+        record = {"finding": finding.id, "remedy": remedy.id, "description": remedy.description,
+                  "cost": remedy.cost, "step": self.monitor.step, "rolled_back_to_step": rolled_back_to,
+                  "outcome": outcome, "loss_before": loss_before, "loss_after": None}
+        if reason is not None:
+            record["reason"] = reason
+        self.attempts.append(record)
+        return record
+
     def _attempt(self, finding: Any, targets: list[str]) -> None:
         m = self.monitor
         records = self._records(finding.id)
@@ -287,33 +298,25 @@ class RepairController:
         remedy = _order.make(order[n])
         undone = self._undoes(remedy)
         if undone is not None:
-            self.attempts.append({"finding": finding.id, "remedy": remedy.id, "description": remedy.description,
-                                  "cost": remedy.cost, "step": m.step, "rolled_back_to_step": None,
-                                  "outcome": "skipped", "loss_before": None, "loss_after": None,
-                                  "reason": f"it would undo {undone}"})
+            self._record(finding, remedy, "skipped", reason=f"it would undo {undone}")
             self._attempt(finding, targets)
             return
         try:
             remedy.check(self._context(finding))
         except NotApplicable as exc:          # known before any rollback: none is made
-            self.attempts.append({"finding": finding.id, "remedy": remedy.id, "description": remedy.description,
-                                  "cost": remedy.cost, "step": m.step, "rolled_back_to_step": None,
-                                  "outcome": "not applicable", "loss_before": None, "loss_after": None,
-                                  "reason": str(exc)})
+            self._record(finding, remedy, "not applicable", reason=str(exc))
             self._attempt(finding, targets)
             return
         back = remedy.rollback
-        record = {"finding": finding.id, "remedy": remedy.id, "description": remedy.description,
-                  "cost": remedy.cost, "step": m.step,
-                  "rolled_back_to_step": snap.step if back else None,
-                  "outcome": "unverified", "loss_before": snap.loss, "loss_after": None}
-        self.attempts.append(record)
+        record = self._record(finding, remedy, "unverified", snap.step if back else None, snap.loss)
         # the unrepaired run after the snapshot: its loss (and validation loss) at the same
         # distance is the bar (the run as it was before this finding's first rollback, not a
         # failed attempt's)
-        steps, vals = self._unrepaired.setdefault(finding.id, (m.run.loss_steps.copy(), [
-            (e.get("step", 0), e.get("val_loss"), e.get("train_loss"), e.get("val_acc"))
-            for e in m.validation.epochs]))
+        if finding.id not in self._unrepaired:
+            self._unrepaired[finding.id] = (m.run.loss_steps.copy(), [
+                (e.get("step", 0), e.get("val_loss"), e.get("train_loss"), e.get("val_acc"))
+                for e in m.validation.epochs])
+        steps, vals = self._unrepaired[finding.id]
         unrepaired = steps[steps[:, 0] > snap.step].copy() if back else None
         if unrepaired is not None:
             unrepaired[:, 0] -= snap.step
@@ -430,7 +433,7 @@ class RepairController:
                     + (f" over epochs {settled + 1}-{k}" if settled else ""))
             if gap > GAP_KEPT * gap_ref:
                 self._fail(seen + f": the gap did not close to {GAP_KEPT:.0%} of the unrepaired run's")
-            elif val > (1 + (0 if strict else VAL_TOLERANCE)) * val_ref:
+            elif not math.isfinite(val) or val > (1 + (0 if strict else VAL_TOLERANCE)) * val_ref:
                 self._fail(seen + ": the validation loss got worse")
             else:
                 self._keep(cur, seen)

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from trainmedic._hooks import INPUT_KEYWORDS
+from trainmedic._hooks import input_keyword
 from trainmedic.augment.image import translate
 from trainmedic.repair.remedies import NotApplicable, Remedy, RepairContext
 
@@ -46,7 +46,7 @@ class AugmentInputs(Remedy):
         def pre(model: torch.nn.Module, args: tuple, kwargs: dict) -> tuple | None:
             if not (model.training and torch.is_grad_enabled()):
                 return None
-            key = 0 if args else next((k for k in INPUT_KEYWORDS if torch.is_tensor(kwargs.get(k))), None)
+            key = 0 if args else input_keyword(kwargs)
             x = args[0] if args else kwargs.get(key)
             if not (torch.is_tensor(x) and x.is_floating_point() and x.dim() == 4):
                 return None

@@ -177,11 +177,11 @@ class ClipGradNorm(_HookRemedy):
 
     def apply(self, ctx: RepairContext) -> None:
         max_norm = self.max_norm
-        params = [p for g in ctx.optimizer.param_groups for p in g["params"]]
 
-        def clip(_opt, _args, _kwargs):
-            if self.enabled:                 # clip_grad_norm_ skips parameters without a gradient
-                torch.nn.utils.clip_grad_norm_(params, max_norm)
+        def clip(opt, _args, _kwargs):
+            if self.enabled:                 # every group, those added since included; clip_grad_norm_
+                torch.nn.utils.clip_grad_norm_(   # skips parameters without a gradient
+                    [p for g in opt.param_groups for p in g["params"]], max_norm)
         self.enabled = True
         self._handle = _first_pre_hook(ctx.optimizer, clip)
 

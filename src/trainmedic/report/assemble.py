@@ -29,12 +29,12 @@ if TYPE_CHECKING:
 
 
 class RunOutput:
-    """``files=False`` (ranks other than 0 of a distributed job): nothing is written."""
+    """What a run writes: metrics.jsonl, report.json, the sinks; nothing once ``files`` is off
+(ranks other than 0 of a distributed job)."""
 
-    def __init__(self, name: str, run_dir: "str | os.PathLike[str] | None", guard: Guard,
-                 files: bool = True) -> None:
+    def __init__(self, name: str, run_dir: "str | os.PathLike[str] | None", guard: Guard) -> None:
         self.name = name
-        self.files = files
+        self.files = True
         self.run_dir = os.fspath(run_dir) if run_dir is not None else None
         self.guard = guard
         self.started = time.time()

@@ -67,7 +67,7 @@ def tune(train_fn: Callable[..., float], space: Mapping[str, Any], n_trials: int
         except StopTraining as stop:
             status = "stopped"
             trial.set_user_attr("pruned_by", stop.reason)
-            raise optuna.TrialPruned(stop.reason) from None
+            raise optuna.TrialPruned(trial.user_attrs.get("pruned_reason", stop.reason)) from None
         finally:
             for m in monitors:                  # those the function left open
                 m.close(status)
